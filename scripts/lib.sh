@@ -1,0 +1,51 @@
+# Shared shell helpers for Journey's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+: "${JOURNEY_CACHE:=${HOME}/.cache/journey}"
+export JOURNEY_CACHE
+JOURNEY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export JOURNEY_ROOT
+
+# shellcheck source=../tools/versions.env
+. "${JOURNEY_ROOT}/tools/versions.env"
+
+log() { printf '[journey] %s\n' "$*" >&2; }
+die() { printf '[journey] error: %s\n' "$*" >&2; exit 1; }
+
+# need <command> <what to install>: fail at once, naming the missing prerequisite.
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"
+}
+
+need_java17() {
+  need java "install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
+  local v
+  v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+  [ "${v%%.*}" -ge 17 ] 2>/dev/null || die "java ${v:-unknown} found, Kafka 4 and Zipkin 3 need Java 17+ (set JAVA_HOME/PATH)"
+}
+
+# step <name> <command...>: run a step, print how long it took. Called plainly (not after
+# `||` or in `if`), so `set -e` stays in force inside the step; the ERR trap names the step.
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  JOURNEY_STEP=$name
+  log "${name}: start"
+  "$@"
+  log "${name}: done in $((SECONDS - start))s"
+  JOURNEY_STEP=
+}
+trap 'rc=$?; [ -n "${JOURNEY_STEP:-}" ] && log "error: ${JOURNEY_STEP} failed (exit ${rc}; see the output above)"' ERR
+set -o errtrace
+
+# installed <dir>: true when <dir> holds a finished install (written by mark_installed).
+installed() { [ -f "$1/.installed" ]; }
+mark_installed() { date -u +%FT%TZ >"$1/.installed"; }
+
+# write_env <component> KEY=VALUE...: record where a tool lives for the harness and the Makefile.
+write_env() {
+  local name=$1; shift
+  mkdir -p "${JOURNEY_CACHE}/env.d"
+  printf '%s\n' "$@" >"${JOURNEY_CACHE}/env.d/${name}.env.tmp"
+  mv "${JOURNEY_CACHE}/env.d/${name}.env.tmp" "${JOURNEY_CACHE}/env.d/${name}.env"
+}

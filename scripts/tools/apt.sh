@@ -1,0 +1,19 @@
+# Debian packages the Rust build needs: cmake for rdkafka's bundled librdkafka, and
+# libcurl4-openssl-dev because librdkafka's CMake build includes curl/curl.h (not linked).
+# shellcheck shell=bash
+install_apt() {
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+  command -v perl >/dev/null 2>&1 || missing+=(perl)
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "apt: cmake, curl headers and perl present"
+    return 0
+  fi
+  need apt-get "install ${missing[*]} with your system's package manager"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "apt: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}

@@ -1,0 +1,559 @@
+//! The consumer: one binary, two roles.
+//!
+//! - `relay` consumes `messages`, does its (simulated, `PROCESS_DELAY_MS`) work in a child
+//!   span and forwards the record to `OUTPUT_TOPIC` (`messages.processed`), continuing the
+//!   trace and keeping the record's key and other headers.
+//! - `sink` consumes `messages.processed` and ends the journey.
+//!
+//! **At-least-once**: a record's offset is stored only after it was processed (and forwarded,
+//! or dead-lettered); stored offsets are committed by the auto-commit timer and synchronously
+//! on shutdown. SIGTERM stops fetching, lets the in-flight record finish, commits, flushes the
+//! producer; `main` then flushes the spans.
+//!
+//! **Poison messages**: a record whose payload is a JSON object with `"poison": true` fails
+//! processing (the marker lets tests and demos trigger the error path). A failed record is
+//! retried `MAX_RETRIES` times with exponential backoff from `RETRY_BACKOFF_MS`, then sent to
+//! `DLQ_TOPIC` with its key, payload and original headers plus `journey.error.type`,
+//! `journey.error.message`, `journey.original.topic`, `journey.original.partition`,
+//! `journey.original.offset` and `journey.retries`; that `send messages.dlq` span is part of
+//! the message's trace with status ERROR. The consumer then carries on. If even the DLQ send
+//! fails, the consumer stops with an error without storing that offset, so the record is
+//! redelivered after a restart.
+//!
+//! **Trace mode** (`TRACE_MODE`): see [`journey_messaging::TraceMode`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode};
+use journey_telemetry::Metrics;
+use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::Message as _;
+use serde::Serialize;
+use serde_json::json;
+use tracing::field::Empty;
+use tracing::Instrument as _;
+
+/// Deadline for the relay's forward and the DLQ sends.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest backoff between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What this consumer does with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Work, then forward to `OUTPUT_TOPIC`.
+    Relay,
+    /// The end of the journey.
+    Sink,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Relay => "relay",
+            Role::Sink => "sink",
+        }
+    }
+
+    /// The input topic when `KAFKA_TOPIC` is unset.
+    pub fn default_input_topic(self) -> &'static str {
+        match self {
+            Role::Relay => "messages",
+            Role::Sink => "messages.processed",
+        }
+    }
+}
+
+/// Consumer configuration (flags or environment).
+#[derive(Debug, Clone, clap::Parser, Serialize)]
+#[command(name = "consumer", version, about = "Kafka relay/sink, traced end to end")]
+pub struct Config {
+    /// relay or sink.
+    #[arg(long, env = "ROLE", value_enum)]
+    pub role: Role,
+    /// Address of the small HTTP server (`/healthz`, `/readyz`).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    pub listen_addr: SocketAddr,
+    /// Input topic (default: `messages` for relay, `messages.processed` for sink).
+    #[arg(long, env = "KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Where the relay forwards processed records.
+    #[arg(long, env = "OUTPUT_TOPIC", default_value = "messages.processed")]
+    pub output_topic: String,
+    /// Dead-letter topic for records that keep failing.
+    #[arg(long, env = "DLQ_TOPIC", default_value = "messages.dlq")]
+    pub dlq_topic: String,
+    /// Consumer group (default: the role).
+    #[arg(long, env = "KAFKA_GROUP_ID")]
+    pub kafka_group_id: Option<String>,
+    /// How the process span relates to the producer's trace: parent, link or both.
+    #[arg(long, env = "TRACE_MODE", value_enum, default_value_t = TraceMode::Parent)]
+    pub trace_mode: TraceMode,
+    /// Simulated work per record (relay), in milliseconds.
+    #[arg(long, env = "PROCESS_DELAY_MS", default_value_t = 20)]
+    pub process_delay_ms: u64,
+    /// Retries after a failed attempt before the record goes to the DLQ.
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// First retry backoff in milliseconds (doubles each retry, at most 10 s).
+    #[arg(long, env = "RETRY_BACKOFF_MS", default_value_t = 100)]
+    pub retry_backoff_ms: u64,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Print the resolved configuration as JSON and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// The resolved service name (set by `main` from telemetry; default: the role).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub service_name: String,
+}
+
+impl Config {
+    /// Fills the role-dependent defaults (input topic, group id, service name).
+    pub fn resolve(mut self) -> Self {
+        if self.kafka_topic.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            self.kafka_topic = Some(self.role.default_input_topic().to_string());
+        }
+        if self.kafka_group_id.as_deref().is_none_or(|g| g.trim().is_empty()) {
+            self.kafka_group_id = Some(self.role.as_str().to_string());
+        }
+        if self.service_name.trim().is_empty() {
+            self.service_name = self.role.as_str().to_string();
+        }
+        self
+    }
+
+    pub fn input_topic(&self) -> &str {
+        self.kafka_topic.as_deref().unwrap_or(self.role.default_input_topic())
+    }
+
+    pub fn group_id(&self) -> &str {
+        self.kafka_group_id.as_deref().unwrap_or(self.role.as_str())
+    }
+}
+
+/// Why the consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dead-lettering {topic}/{partition}@{offset} failed: {source}")]
+    DeadLetter {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: journey_messaging::SendError,
+    },
+}
+
+/// A failed processing attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `error.type`, e.g. `poison_message`.
+    pub error_type: String,
+    pub message: String,
+}
+
+/// `true` when the payload is a JSON object with `"poison": true`.
+pub fn is_poison(payload: Option<&[u8]>) -> bool {
+    payload
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .and_then(|v| v.get("poison").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
+
+/// Backoff before retry `retry` (1-based): `base * 2^(retry-1)`, at most 10 s.
+pub fn backoff(base: Duration, retry: u32) -> Duration {
+    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// The DLQ record's headers: the original ones (trace headers are replaced at send time)
+/// followed by the error headers.
+pub fn dead_letter_headers<M: rdkafka::Message>(msg: &M, failure: &Failure, retries: u32) -> OwnedHeaders {
+    let mut headers = msg.headers().map(|h| h.detach()).unwrap_or_default();
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let retries = retries.to_string();
+    for (key, value) in [
+        ("journey.error.type", failure.error_type.as_str()),
+        ("journey.error.message", failure.message.as_str()),
+        ("journey.original.topic", msg.topic()),
+        ("journey.original.partition", partition.as_str()),
+        ("journey.original.offset", offset.as_str()),
+        ("journey.retries", retries.as_str()),
+    ] {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
+    headers
+}
+
+struct Worker {
+    config: Config,
+    endpoint: KafkaEndpoint,
+    producer: FutureProducer,
+    metrics: Metrics,
+}
+
+impl Worker {
+    /// Processes one record to the end (done, forwarded, or dead-lettered).
+    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Error> {
+        let span = journey_messaging::process_span(msg, &self.endpoint, self.config.group_id(), self.config.trace_mode);
+        let started = Instant::now();
+        let attrs = Metrics::topic_attrs(msg.topic());
+        let result = async {
+            let mut retries = 0;
+            let failure = loop {
+                match self.attempt(msg, retries).await {
+                    Ok(()) => return Ok(()),
+                    Err(f) if retries >= self.config.max_retries => break f,
+                    Err(f) => {
+                        retries += 1;
+                        let wait = backoff(Duration::from_millis(self.config.retry_backoff_ms), retries);
+                        tracing::warn!({ ERROR_TYPE } = %f.error_type, error = %f.message, retry = retries, backoff_ms = wait.as_millis() as u64, "processing failed; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            };
+            journey_messaging::record_error(&tracing::Span::current(), &failure.error_type, &failure.message);
+            self.dead_letter(msg, &failure, retries).await
+        }
+        .instrument(span)
+        .await;
+        self.metrics
+            .processing_duration
+            .record(started.elapsed().as_secs_f64(), &attrs);
+        result
+    }
+
+    /// One processing attempt: the work span, then (relay) the forward.
+    async fn attempt(&self, msg: &BorrowedMessage<'_>, retry: u32) -> Result<(), Failure> {
+        let attrs = Metrics::topic_attrs(msg.topic());
+        let work = tracing::info_span!(
+            "work",
+            otel.name = %format_args!("{} {}", self.config.role.as_str(), msg.topic()),
+            otel.kind = "internal",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            { ERROR_TYPE } = Empty,
+            journey.retry = retry,
+        );
+        let worked = async {
+            if self.config.role == Role::Relay && self.config.process_delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.config.process_delay_ms)).await;
+            }
+            if is_poison(msg.payload()) {
+                let f = Failure {
+                    error_type: "poison_message".into(),
+                    message: "the payload is marked \"poison\": true".into(),
+                };
+                journey_messaging::record_error(&tracing::Span::current(), &f.error_type, &f.message);
+                return Err(f);
+            }
+            Ok(())
+        }
+        .instrument(work)
+        .await;
+        if let Err(f) = worked {
+            self.metrics.failed.add(1, &attrs);
+            return Err(f);
+        }
+        if self.config.role == Role::Relay {
+            let mut out = Outgoing::new(&self.config.output_topic, msg.key(), msg.payload().unwrap_or_default());
+            out.headers = msg.headers().map(|h| h.detach());
+            match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT).await {
+                Ok(sent) => {
+                    self.metrics.produced.add(1, &Metrics::topic_attrs(&sent.topic));
+                    tracing::info!(topic = %sent.topic, partition = sent.partition, offset = sent.offset, "forwarded");
+                }
+                Err(e) => {
+                    self.metrics.failed.add(1, &attrs);
+                    return Err(Failure {
+                        error_type: e.error_type().to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        } else {
+            tracing::info!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "message reached the sink"
+            );
+        }
+        self.metrics.consumed.add(1, &attrs);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32) -> Result<(), Error> {
+        let mut out = Outgoing::new(&self.config.dlq_topic, msg.key(), msg.payload().unwrap_or_default());
+        out.headers = Some(dead_letter_headers(msg, failure, retries));
+        out.error = Some((failure.error_type.clone(), failure.message.clone()));
+        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT).await {
+            Ok(sent) => {
+                self.metrics.dead_lettered.add(1, &Metrics::topic_attrs(msg.topic()));
+                tracing::warn!(
+                    dlq.partition = sent.partition,
+                    dlq.offset = sent.offset,
+                    { ERROR_TYPE } = %failure.error_type,
+                    retries,
+                    "message dead-lettered"
+                );
+                Ok(())
+            }
+            Err(source) => Err(Error::DeadLetter {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                source,
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Health {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    running: Arc<AtomicBool>,
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(h): State<Health>) -> Response {
+    if !h.running.load(Ordering::SeqCst) {
+        return not_ready("shutting down".into());
+    }
+    let consumer = h.consumer.clone();
+    let topic = h.topic.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(2))
+            .map_err(|e| format!("Kafka metadata: {e}"))?;
+        match md.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            Some(t) => Err(format!("topic {topic}: {:?}", t.error())),
+            None => Err(format!("topic {topic} not found")),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match checked {
+        Ok(()) => axum::Json(json!({"status": "ready"})).into_response(),
+        Err(reason) => not_ready(reason),
+    }
+}
+
+fn not_ready(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"error": "not_ready", "reason": reason})),
+    )
+        .into_response()
+}
+
+/// Runs the consumer until `shutdown` resolves (or a record cannot even be dead-lettered).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let config = config.resolve();
+    let input = config.input_topic().to_string();
+    let group = config.group_id().to_string();
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(config.kafka.consumer_config(&config.service_name, &group).create()?);
+    consumer.subscribe(&[input.as_str()])?;
+    let producer: FutureProducer = config
+        .kafka
+        .producer_config(&config.service_name, SEND_TIMEOUT.as_millis() as u64)
+        .create()?;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Health {
+            consumer: consumer.clone(),
+            topic: input.clone(),
+            running: running.clone(),
+        });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let _ = axum::serve(listener, health)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await;
+    });
+    tracing::info!(
+        role = config.role.as_str(),
+        topic = %input,
+        group = %group,
+        trace_mode = ?config.trace_mode,
+        addr = %config.listen_addr,
+        "consumer started"
+    );
+
+    let worker = Worker {
+        endpoint: config.kafka.endpoint(&config.service_name),
+        producer: producer.clone(),
+        metrics: Metrics::new(),
+        config,
+    };
+    let mut outcome = Ok(());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested: no more fetching");
+                break;
+            }
+            received = consumer.recv() => match received {
+                Ok(msg) => {
+                    if let Err(e) = worker.handle(&msg).await {
+                        tracing::error!(error = %e, "stopping: the record could not be processed nor dead-lettered");
+                        outcome = Err(e);
+                        break;
+                    }
+                    if let Err(e) = consumer.store_offset_from_message(&msg) {
+                        tracing::warn!(error = %e, "storing the offset failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    running.store(false, Ordering::SeqCst);
+
+    let committer = consumer.clone();
+    let committed = tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(())) => tracing::info!("offsets committed"),
+        Ok(Err(e)) => tracing::info!(error = %e, "nothing committed"),
+        Err(e) => tracing::warn!(error = %e, "commit task failed"),
+    }
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    if let Ok(Err(e)) = flushed {
+        tracing::warn!(error = %e, "flushing the producer failed");
+    }
+    consumer.unsubscribe();
+    let _ = stop_http.send(());
+    let _ = http.await;
+    tracing::info!("consumer stopped");
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    #[test]
+    fn the_poison_marker_is_a_top_level_true_poison_field_of_a_json_object() {
+        assert!(is_poison(Some(br#"{"poison": true, "n": 1}"#)));
+        for p in [
+            &br#"{"poison": false}"#[..],
+            br#"{"poison": "true"}"#,
+            br#"{"nested": {"poison": true}}"#,
+            br#"[{"poison": true}]"#,
+            b"poison",
+            b"",
+            &[0xff, 0x00],
+        ] {
+            assert!(!is_poison(Some(p)), "{p:?}");
+        }
+        assert!(!is_poison(None));
+    }
+
+    #[test]
+    fn backoff_doubles_per_retry_and_is_capped() {
+        let base = Duration::from_millis(100);
+        assert_eq!(backoff(base, 1), Duration::from_millis(100));
+        assert_eq!(backoff(base, 2), Duration::from_millis(200));
+        assert_eq!(backoff(base, 3), Duration::from_millis(400));
+        assert_eq!(backoff(base, 60), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn role_defaults_fill_input_topic_group_and_service_name() {
+        let c = Config::try_parse_from(["consumer", "--role", "sink", "--kafka-bootstrap-servers", "k:1"])
+            .unwrap()
+            .resolve();
+        assert_eq!(c.input_topic(), "messages.processed");
+        assert_eq!(c.group_id(), "sink");
+        assert_eq!(c.service_name, "sink");
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8081");
+        assert_eq!(c.trace_mode, TraceMode::Parent);
+        let c = Config::try_parse_from(["consumer", "--role", "relay", "--kafka-bootstrap-servers", "k:1", "--trace-mode", "link"])
+            .unwrap()
+            .resolve();
+        assert_eq!((c.input_topic(), c.output_topic.as_str(), c.dlq_topic.as_str()), ("messages", "messages.processed", "messages.dlq"));
+        assert_eq!(c.trace_mode, TraceMode::Link);
+        assert_eq!((c.process_delay_ms, c.max_retries, c.retry_backoff_ms), (20, 3, 100));
+    }
+
+    #[test]
+    fn dead_letter_headers_keep_the_original_headers_first_and_add_the_error_details() {
+        let original = OwnedHeaders::new()
+            .insert(Header { key: "traceparent", value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") })
+            .insert(Header { key: "x-tenant", value: Some("acme") });
+        let msg = OwnedMessage::new(Some(b"{}".to_vec()), None, "messages".into(), Timestamp::NotAvailable, 2, 17, Some(original));
+        let f = Failure { error_type: "poison_message".into(), message: "boom".into() };
+        let h = dead_letter_headers(&msg, &f, 3);
+        let pairs: Vec<(String, String)> = h
+            .iter()
+            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+            .collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "traceparent",
+                "x-tenant",
+                "journey.error.type",
+                "journey.error.message",
+                "journey.original.topic",
+                "journey.original.partition",
+                "journey.original.offset",
+                "journey.retries"
+            ]
+        );
+        assert_eq!(pairs[4].1, "messages");
+        assert_eq!(pairs[5].1, "2");
+        assert_eq!(pairs[6].1, "17");
+        assert_eq!(pairs[7].1, "3");
+    }
+}

@@ -1,0 +1,29 @@
+//! Kafka + HTTP trace-context carriers and OpenTelemetry messaging span helpers.
+//!
+//! This crate is the only Journey code that touches the OpenTelemetry propagation API
+//! (W3C `traceparent`/`tracestate` and `baggage`). Its public API is used by the producer,
+//! the consumer and `journeyctl`; keep it stable.
+//!
+//! - [`KafkaArgs`]: the shared Kafka client configuration (`KAFKA_*` env), flattened into
+//!   every binary's clap config, producing `rdkafka::ClientConfig`s.
+//! - [`propagation`]: inject the current trace context into rdkafka [`OwnedHeaders`]
+//!   (keeping other headers and their order) and extract it back, tolerating anything a
+//!   broker may hand us.
+//! - [`http`]: the same for HTTP requests (`traceparent` in, `traceresponse` out).
+//! - [`spans`]: `send {topic}` (PRODUCER) and `process {topic}` (CONSUMER) spans named and
+//!   attributed per the current messaging semantic conventions, a traced send helper, and
+//!   [`TraceMode`] (parent | link | both) for consumers.
+//!
+//! [`OwnedHeaders`]: rdkafka::message::OwnedHeaders
+
+mod config;
+pub mod http;
+pub mod propagation;
+pub mod spans;
+
+pub use config::{KafkaArgs, KafkaEndpoint};
+pub use propagation::{extract_context, inject_context};
+pub use spans::{
+    Outgoing, SendError, Sent, TraceMode, process_span, record_delivery, record_error, send_span,
+    send_traced, trace_id_of,
+};

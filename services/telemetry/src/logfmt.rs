@@ -1,0 +1,136 @@
+//! Log line formats: JSON (one object per line) and pretty, both carrying the OpenTelemetry
+//! `trace_id`/`span_id` of the current span.
+
+use std::fmt;
+
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::LogFormat;
+
+/// `(trace_id, span_id)` in lower-case hex of the current span, when it is being traced.
+pub fn current_trace_ids() -> Option<(String, String)> {
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+pub(crate) fn layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .event_format(JsonLines)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .event_format(Pretty(format::Format::default()))
+            .boxed(),
+    }
+}
+
+/// `{"timestamp", "level", "target", "message", "fields": {...}, "span", "trace_id", "span_id"}`.
+struct JsonLines;
+
+#[derive(Default)]
+struct JsonFields {
+    message: Option<String>,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Visit for JsonFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, serde_json::Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            self.message = Some(match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+        } else {
+            self.fields.insert(field.name().to_string(), value);
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut ts = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut ts))?;
+        let meta = event.metadata();
+        let mut visitor = JsonFields::default();
+        event.record(&mut visitor);
+        let mut obj = serde_json::Map::new();
+        obj.insert("timestamp".into(), ts.into());
+        obj.insert("level".into(), meta.level().as_str().into());
+        obj.insert("target".into(), meta.target().into());
+        obj.insert("message".into(), visitor.message.unwrap_or_default().into());
+        if !visitor.fields.is_empty() {
+            obj.insert("fields".into(), visitor.fields.into());
+        }
+        if let Some(span) = ctx.lookup_current() {
+            obj.insert("span".into(), span.name().into());
+        }
+        if let Some((trace_id, span_id)) = current_trace_ids() {
+            obj.insert("trace_id".into(), trace_id.into());
+            obj.insert("span_id".into(), span_id.into());
+        }
+        let line = serde_json::Value::Object(obj).to_string();
+        writeln!(writer, "{line}")
+    }
+}
+
+/// The standard full format, prefixed with `trace_id=… span_id=…` inside traced spans.
+struct Pretty(format::Format);
+
+impl<S, N> FormatEvent<S, N> for Pretty
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if let Some((trace_id, span_id)) = current_trace_ids() {
+            write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}

@@ -1,0 +1,495 @@
+//! A real Kubernetes control plane as local processes, for the Helm chart and RBAC tests.
+//!
+//! - [`ControlPlane::start`]: etcd + kube-apiserver on free 127.0.0.1 ports, serving TLS with
+//!   the API server's own self-signed certificate (`--cert-dir`), a static admin token in group
+//!   `system:masters`, `--authorization-mode=Node,RBAC`, and the default admission plugins
+//!   (PodSecurity among them). Ready when `/readyz` answers `ok` through the kubeconfig.
+//! - [`ControlPlane::start_full`]: adds kube-controller-manager, kube-scheduler and kwok with
+//!   its stock Stages, plus one fake Node managed by kwok, so Deployments and StatefulSets get
+//!   Pods that are scheduled and turn Ready (no container ever runs; PVCs never bind).
+//!
+//! Binaries come from `scripts/install-tools.sh controlplane` (see `$JOURNEY_CACHE/env.d/
+//! controlplane.env`). Every process is a [`Managed`] child: killed with its process group when
+//! the control plane is dropped (or the harness dies), and recorded in the PID ledger.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::process::{Managed, free_port, wait_until};
+use crate::runner::Fixture;
+use crate::say;
+use crate::tools::Tools;
+
+/// How long the API server may take to answer `/readyz`, and a fake node or a Deployment
+/// to turn Ready, on a cold, busy 2-core machine.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Name of the fake node [`ControlPlane::start_full`] registers.
+pub const FAKE_NODE: &str = "kwok-node-0";
+
+/// The annotation kwok is told to manage nodes by.
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// kwok's stock Stages the full control plane loads, relative to `KWOK_STAGES`:
+/// nodes initialise at once and keep a lease; pods get Ready, complete, and go when deleted.
+pub const KWOK_STAGE_FILES: &[&str] = &[
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+];
+
+/// A Kubernetes control plane on 127.0.0.1; every process stops when this is dropped.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Fields drop in declaration order: clients of the API server first, etcd last,
+    // the directory (kubeconfig, certificates, data, logs) after every process.
+    kwok: Option<Managed>,
+    scheduler: Option<Managed>,
+    controller_manager: Option<Managed>,
+    apiserver: Managed,
+    etcd: Managed,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+    server_url: String,
+    ca_file: PathBuf,
+    token: String,
+    version: String,
+    dir: TempDirOrKept,
+}
+
+impl ControlPlane {
+    /// etcd + kube-apiserver, ready when `/readyz` is `ok` (what envtest gives: no Pods).
+    pub async fn start() -> Result<ControlPlane> {
+        let started = Instant::now();
+        let tools = Tools::load()?;
+        let etcd_bin = tools.path("ETCD", "controlplane")?;
+        let apiserver_bin = tools.path("KUBE_APISERVER", "controlplane")?;
+        let kubectl = tools.path("KUBECTL", "controlplane")?;
+        let version = tools.get("K8S_VERSION", "controlplane")?;
+
+        let dir = TempDirOrKept::new()?;
+        let root = dir.path().to_path_buf();
+        let logs = root.join("logs");
+        let pki = root.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        say!("control plane: starting etcd and kube-apiserver {version} in {}", root.display());
+
+        // Service-account token signing key (the API server also verifies with it).
+        let sa_key = pki.join("service-account.key");
+        let out = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+            .arg(&sa_key)
+            .output()
+            .context("control plane: running `openssl genpkey` (install openssl)")?;
+        ensure!(
+            out.status.success(),
+            "control plane: openssl genpkey failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The admin: a static token in group system:masters (bypasses RBAC, like kubeadm's admin).
+        let token = format!("{:032x}", rand::random::<u128>());
+        let tokens = root.join("tokens.csv");
+        std::fs::write(&tokens, format!("{token},journey-admin,journey-admin,\"system:masters\"\n"))?;
+
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd_cmd = Command::new(&etcd_bin);
+        etcd_cmd
+            .arg("--name=journey")
+            .arg(format!("--data-dir={}", root.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=journey={peer_url}"))
+            // Throw-away data: no fsync makes every write much cheaper on a shared disk.
+            .arg("--unsafe-no-fsync")
+            .arg("--log-level=warn");
+        let etcd = Managed::spawn("etcd", etcd_cmd, &logs, Duration::ZERO)?;
+
+        let cert_dir = pki.join("apiserver");
+        let mut api_cmd = Command::new(&apiserver_bin);
+        api_cmd
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={api_port}"))
+            // No --tls-cert-file: the API server writes a self-signed CA + serving cert here.
+            .arg(format!("--cert-dir={}", cert_dir.display()))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", sa_key.display()))
+            .arg(format!("--service-account-signing-key-file={}", sa_key.display()))
+            .arg("--service-cluster-ip-range=10.96.0.0/16");
+        let apiserver = Managed::spawn("kube-apiserver", api_cmd, &logs, Duration::ZERO)?;
+
+        let server_url = format!("https://127.0.0.1:{api_port}");
+        let ca_file = cert_dir.join("apiserver.crt");
+        let kubeconfig = root.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&server_url, &ca_file, &token))?;
+
+        let mut cp = ControlPlane {
+            kwok: None,
+            scheduler: None,
+            controller_manager: None,
+            apiserver,
+            etcd,
+            kubectl,
+            kubeconfig,
+            server_url,
+            ca_file,
+            token,
+            version,
+            dir,
+        };
+        cp.wait_apiserver_ready().await?;
+        // The same answer through kubectl and the kubeconfig the tests (and Helm) use.
+        let readyz = cp.kubectl_ok(["get", "--raw", "/readyz"])?;
+        ensure!(readyz.trim() == "ok", "kubectl get --raw /readyz said {readyz:?}");
+        say!(
+            "control plane: API server {} ready in {:.1}s",
+            cp.server_url,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(cp)
+    }
+
+    /// [`start`](Self::start) plus kube-controller-manager, kube-scheduler, kwok and one fake
+    /// Node: ready when the node is Ready and the `default` ServiceAccount exists.
+    pub async fn start_full() -> Result<ControlPlane> {
+        let started = Instant::now();
+        let mut cp = Self::start().await?;
+        let tools = Tools::load()?;
+        let cm_bin = tools.path("KUBE_CONTROLLER_MANAGER", "controlplane")?;
+        let sched_bin = tools.path("KUBE_SCHEDULER", "controlplane")?;
+        let kwok_bin = tools.path("KWOK", "controlplane")?;
+        let stages = tools.path("KWOK_STAGES", "controlplane")?;
+        let root = cp.dir.path().to_path_buf();
+        let logs = root.join("logs");
+
+        let mut cm = Command::new(cm_bin);
+        cm.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg("--leader-elect=false")
+            // No serving port: nothing scrapes it, and two control planes never collide.
+            .arg("--secure-port=0")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                root.join("pki/service-account.key").display()
+            ))
+            .arg(format!("--root-ca-file={}", cp.ca_file.display()));
+        cp.controller_manager = Some(Managed::spawn("kube-controller-manager", cm, &logs, Duration::ZERO)?);
+
+        let mut sched = Command::new(sched_bin);
+        sched
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0");
+        cp.scheduler = Some(Managed::spawn("kube-scheduler", sched, &logs, Duration::ZERO)?);
+
+        let mut kwok = Command::new(kwok_bin);
+        kwok.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"))
+            .arg("--node-lease-duration-seconds=40")
+            // kwok also reads ~/.kwok/kwok.yaml when it exists: point its work dir here instead.
+            .env("KWOK_WORKDIR", root.join("kwok"));
+        for f in KWOK_STAGE_FILES {
+            let path = stages.join(f);
+            ensure!(path.is_file(), "kwok stage {} is missing: run `scripts/install-tools.sh controlplane`", path.display());
+            kwok.arg(format!("--config={}", path.display()));
+        }
+        cp.kwok = Some(Managed::spawn("kwok", kwok, &logs, Duration::ZERO)?);
+
+        cp.kubectl_apply(&fake_node_yaml(FAKE_NODE))?;
+        cp.wait_full_ready().await?;
+        say!(
+            "control plane: controller-manager, scheduler, kwok and node {FAKE_NODE} ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(cp)
+    }
+
+    async fn wait_apiserver_ready(&mut self) -> Result<()> {
+        let url = format!("{}/readyz", self.server_url);
+        let ca_file = self.ca_file.clone();
+        let token = self.token.clone();
+        let mut http: Option<reqwest::Client> = None;
+        let (etcd, apiserver) = (&mut self.etcd, &mut self.apiserver);
+        wait_until("kube-apiserver /readyz", READY_TIMEOUT, || {
+            let early = etcd.ensure_running().and_then(|()| apiserver.ensure_running());
+            // The self-signed certificate exists only once the API server has written it.
+            let client = match &http {
+                Some(c) => Ok(c.clone()),
+                None => https_client(&ca_file).inspect(|c| http = Some(c.clone())),
+            };
+            let token = token.clone();
+            let url = url.clone();
+            async move {
+                early?;
+                let resp = client?
+                    .get(&url)
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    bail!("{status}: {}", body.lines().filter(|l| l.contains("[-]")).collect::<Vec<_>>().join("; "));
+                }
+                Ok(body.trim() == "ok")
+            }
+        })
+        .await
+    }
+
+    async fn wait_full_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            for p in [&mut self.controller_manager, &mut self.scheduler, &mut self.kwok].into_iter().flatten() {
+                p.ensure_running()?;
+            }
+            let node = self.kubectl(["get", "node", FAKE_NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
+            let sa = self.kubectl(["get", "serviceaccount", "default", "-n", "default", "-o", "name"])?;
+            let node_ready = String::from_utf8_lossy(&node.stdout).trim() == "True";
+            if node_ready && sa.status.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "control plane: node {FAKE_NODE} Ready={node_ready}, default ServiceAccount exists={} after {READY_TIMEOUT:?}",
+                    sa.status.success()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The admin kubeconfig (token auth, the API server's self-signed CA).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// The CA bundle that verifies the API server's serving certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The admin bearer token (group `system:masters`).
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// The Kubernetes version the binaries were built as (`K8S_VERSION`, without the `v`).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The kubectl binary of the same release.
+    pub fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
+    /// This control plane's temporary directory (`logs/` holds every component log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// PIDs of every process of this control plane.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes().iter().map(|p| p.pid()).collect()
+    }
+
+    /// Every process of this control plane.
+    pub fn processes(&self) -> Vec<&Managed> {
+        let mut all: Vec<&Managed> = [&self.kwok, &self.scheduler, &self.controller_manager]
+            .into_iter()
+            .flatten()
+            .collect();
+        all.push(&self.apiserver);
+        all.push(&self.etcd);
+        all
+    }
+
+    /// A `kubectl` command on this control plane (its own kubeconfig and discovery cache).
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(format!("--cache-dir={}", self.dir.path().join("kubectl-cache").display()))
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl with `args`; the [`Output`] whatever its exit status.
+    pub fn kubectl<I, S>(&self, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.kubectl_command().args(args).output().context("running kubectl")
+    }
+
+    /// Runs kubectl with `args`; its stdout, or an error with its stderr if it failed.
+    pub fn kubectl_ok<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<S> = args.into_iter().collect();
+        let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        let out = self.kubectl(&args)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {} failed ({}): {}",
+            shown.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` with `manifest` on stdin, for manifests made in a test.
+    pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
+        let mut child = self
+            .kubectl_command()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl apply")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(manifest.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "kubectl apply failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Fixture for ControlPlane {
+    fn logs_dirs(&self) -> Vec<PathBuf> {
+        vec![self.logs_dir()]
+    }
+}
+
+/// A client that trusts only the API server's self-signed CA (fails until the file exists).
+fn https_client(ca_file: &Path) -> Result<reqwest::Client> {
+    let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)?;
+    ensure!(!certs.is_empty(), "{} holds no certificate yet", ca_file.display());
+    Ok(reqwest::Client::builder().tls_certs_only(certs).build()?)
+}
+
+/// The admin kubeconfig: one cluster, one user (a bearer token), one context.
+pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: journey
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: journey-admin
+  user:
+    token: {token}
+contexts:
+- name: journey
+  context:
+    cluster: journey
+    user: journey-admin
+    namespace: default
+current-context: journey
+",
+        ca = ca_file.display()
+    )
+}
+
+/// A Node for kwok to manage (its Stages fill in the status: Ready, 1k CPUs, 1Ti memory).
+pub fn fake_node_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  annotations:
+    {KWOK_NODE_ANNOTATION}: fake
+    node.alpha.kubernetes.io/ttl: \"0\"
+  labels:
+    kubernetes.io/hostname: {name}
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+"
+    )
+}
+
+/// A temp dir that is removed on drop unless `JOURNEY_KEEP_TMP=1`.
+#[derive(Debug)]
+struct TempDirOrKept(Option<tempfile::TempDir>, PathBuf);
+
+impl TempDirOrKept {
+    fn new() -> Result<Self> {
+        let t = tempfile::Builder::new().prefix("journey-k8s-").tempdir()?;
+        let path = t.path().to_path_buf();
+        if std::env::var_os("JOURNEY_KEEP_TMP").is_some_and(|v| v != "0") {
+            say!("keeping {} (JOURNEY_KEEP_TMP)", path.display());
+            let _ = t.keep();
+            return Ok(Self(None, path));
+        }
+        Ok(Self(Some(t), path))
+    }
+    fn path(&self) -> &Path {
+        &self.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubeconfig_names_the_server_the_ca_and_the_token() {
+        let yaml = kubeconfig_yaml("https://127.0.0.1:1234", Path::new("/x/ca.crt"), "tok");
+        let v: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("valid yaml");
+        assert_eq!(v["clusters"][0]["cluster"]["server"].as_str(), Some("https://127.0.0.1:1234"));
+        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority"].as_str(), Some("/x/ca.crt"));
+        assert_eq!(v["users"][0]["user"]["token"].as_str(), Some("tok"));
+        assert_eq!(v["current-context"].as_str(), Some("journey"));
+    }
+
+    #[test]
+    fn the_fake_node_carries_the_annotation_kwok_selects_on() {
+        let v: serde_yaml::Value = serde_yaml::from_str(&fake_node_yaml("n1")).expect("valid yaml");
+        assert_eq!(v["metadata"]["annotations"][KWOK_NODE_ANNOTATION].as_str(), Some("fake"));
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/os"].as_str(), Some("linux"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Journey's test harness: the real stack as local processes on 127.0.0.1.
+//!
+//! - [`process`]: child processes in their own process group, logs captured to files,
+//!   killed on drop, on panic and when the harness dies; a PID ledger proves it.
+//! - [`tools`]: where `scripts/install-tools.sh` put each tool.
+//! - [`stack`]: Kafka (KRaft), the OpenTelemetry Collector and Zipkin, each with a readiness
+//!   check that means ready.
+//! - [`zipkin`]: a small client for Zipkin's query API.
+//! - [`runner`]: the custom test main every integration test binary uses: one stack per binary,
+//!   named tests, component logs printed when a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod process;
+pub mod runner;
+pub mod services;
+pub mod stack;
+pub mod tools;
+pub mod zipkin;
+
+/// The repository root (the workspace this crate belongs to).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Prints a harness line to stderr (so it shows with `--nocapture` and in CI logs).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        eprintln!("[harness] {}", format!($($arg)*));
+    }};
+}

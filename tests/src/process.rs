@@ -1,0 +1,402 @@
+//! Child processes the harness owns.
+//!
+//! Every [`Managed`] process
+//! - runs in its own process group (so its children go with it, and a Ctrl-C on the
+//!   terminal reaches only the harness),
+//! - gets `PR_SET_PDEATHSIG=SIGKILL`, so it dies even when the harness is killed with SIGKILL
+//!   (the spawning thread lives as long as the harness: see [`spawner`]),
+//! - has stdout and stderr captured line by line into `<logs>/<name>.log`; `TEST_LOG=1`
+//!   also streams them to stderr prefixed with the component name,
+//! - is stopped on drop: SIGTERM to the group, a grace period, then SIGKILL, then reaped,
+//! - is recorded in the PID ledger ([`ledger_path`]) so a later check can prove that nothing
+//!   the harness started is still alive.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::say;
+
+/// A child process owned by the harness. Dropping it stops it (and its process group).
+#[derive(Debug)]
+pub struct Managed {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    grace: Duration,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Managed {
+    /// Spawns `cmd` as component `name`, capturing its output to `<logs_dir>/<name>.log`.
+    /// `grace` is how long a SIGTERM gets before SIGKILL when the process is stopped.
+    pub fn spawn(name: &str, mut cmd: Command, logs_dir: &Path, grace: Duration) -> Result<Managed> {
+        std::fs::create_dir_all(logs_dir)?;
+        let log = logs_dir.join(format!("{name}.log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let file = Arc::new(Mutex::new(file));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let program = format!("{:?}", cmd.get_program());
+        let mut child = spawner::spawn(cmd).with_context(|| format!("{name}: starting {program}"))?;
+        ledger_record(child.id(), name);
+        let stream = std::env::var_os("TEST_LOG").is_some_and(|v| v != "0");
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(pump(name, out, file.clone(), stream));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(pump(name, err, file, stream));
+        }
+        Ok(Managed {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+            grace,
+            pumps,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The OS process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of this component's log.
+    pub fn tail(&self, lines: usize) -> String {
+        tail_file(&self.log, lines)
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Fails with the log tail if the process has already exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.try_exit() {
+            bail!(
+                "{} exited early ({status}); last log lines:\n{}",
+                self.name,
+                self.tail(40)
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the process (not its group).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let pid = self.pid() as libc::pid_t;
+        if pid == 0 || sys::kill(pid, signal) != 0 {
+            bail!("{}: could not send signal {signal} to pid {pid}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                self.join_pumps();
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process group: SIGTERM, up to `grace`, then SIGKILL; always reaps.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = child.id() as libc::pid_t;
+        if child.try_wait().ok().flatten().is_none() {
+            if !self.grace.is_zero() {
+                sys::kill(-pgid, libc::SIGTERM);
+                let deadline = Instant::now() + self.grace;
+                while Instant::now() < deadline {
+                    if child.try_wait().ok().flatten().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            }
+        }
+        // Kill whatever is left of the group (also children of an exited leader).
+        sys::kill(-pgid, libc::SIGKILL);
+        let _ = child.wait();
+        self.join_pumps();
+    }
+
+    fn join_pumps(&mut self) {
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pump(
+    name: &str,
+    src: impl Read + Send + 'static,
+    file: Arc<Mutex<File>>,
+    stream: bool,
+) -> std::thread::JoinHandle<()> {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(src);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line);
+            if let Ok(mut f) = file.lock() {
+                let _ = writeln!(f, "{text}");
+            }
+            if stream {
+                eprintln!("[{name}] {text}");
+            }
+        }
+    })
+}
+
+/// The last `lines` lines of a file (empty if it cannot be read).
+pub fn tail_file(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    // Ports handed out by this process are remembered so two components never get the same one.
+    static GIVEN: OnceLock<Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        if given.lock().expect("port set").insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Ok(true)` or `timeout` passes, printing a progress line
+/// every few seconds with the last reason it was not ready. `what` names the component.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_reason;
+    loop {
+        match check().await {
+            Ok(true) => {
+                say!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            Ok(false) => last_reason = "not ready yet".into(),
+            Err(e) => last_reason = format!("{e:#}"),
+        }
+        if start.elapsed() >= timeout {
+            return Err(anyhow!(
+                "{what}: not ready after {timeout:?} (last: {last_reason})"
+            ));
+        }
+        if last_report.elapsed() >= Duration::from_secs(3) {
+            say!(
+                "{what}: waiting ({:.0}s/{:.0}s): {last_reason}",
+                start.elapsed().as_secs_f64(),
+                timeout.as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID ledger
+
+/// Where every spawned process is recorded as `pid starttime name` lines.
+/// `JOURNEY_PID_LEDGER` overrides it; the default lives in the system temp dir.
+pub fn ledger_path() -> PathBuf {
+    std::env::var_os("JOURNEY_PID_LEDGER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("journey-harness-pids"))
+}
+
+fn ledger_record(pid: u32, name: &str) {
+    let start = proc_start_time(pid).unwrap_or(0);
+    let path = ledger_path();
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = writeln!(f, "{pid} {start} {name}");
+    }
+}
+
+/// A process recorded in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub pid: u32,
+    pub start_time: u64,
+    pub name: String,
+}
+
+/// Reads the ledger (missing file = empty).
+pub fn ledger_entries() -> Vec<LedgerEntry> {
+    let text = std::fs::read_to_string(ledger_path()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            Some(LedgerEntry {
+                pid: it.next()?.parse().ok()?,
+                start_time: it.next()?.parse().ok()?,
+                name: it.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// True when `entry`'s process is still alive (same pid AND same start time, so a reused
+/// pid is not mistaken for ours). Zombies count as dead.
+pub fn is_alive(entry: &LedgerEntry) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", entry.pid)) {
+        Ok(stat) => {
+            let (state, start) = parse_stat(&stat);
+            state != Some('Z') && start == Some(entry.start_time)
+        }
+        Err(_) => false,
+    }
+}
+
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).1
+}
+
+/// (state, starttime) from /proc/<pid>/stat; the command name may contain spaces and ')'.
+fn parse_stat(stat: &str) -> (Option<char>, Option<u64>) {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return (None, None);
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm field: state is field 3 (index 0 here), starttime field 22 (index 19).
+    let state = fields.first().and_then(|s| s.chars().next());
+    let start = fields.get(19).and_then(|s| s.parse().ok());
+    (state, start)
+}
+
+/// Environment of KEY=VALUE pairs for a child, from a map.
+pub fn envs(pairs: &BTreeMap<String, String>, cmd: &mut Command) {
+    for (k, v) in pairs {
+        cmd.env(k, v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Spawns children from one long-lived thread: `PR_SET_PDEATHSIG` fires when the *thread*
+/// that forked the child exits, so forking from short-lived test threads would kill children
+/// early. This thread lives until the harness process exits.
+mod spawner {
+    use super::*;
+
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+    pub(super) fn spawn(cmd: Command) -> std::io::Result<Child> {
+        static TX: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+        let tx = TX.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("harness-spawner".into())
+                .spawn(move || {
+                    for (mut cmd, reply) in rx {
+                        super::sys::prepare(&mut cmd);
+                        let _ = reply.send(cmd.spawn());
+                    }
+                })
+                .expect("spawning the harness spawner thread");
+            Mutex::new(tx)
+        });
+        let (reply_tx, reply_rx) = mpsc::channel();
+        tx.lock()
+            .expect("spawner lock")
+            .send((cmd, reply_tx))
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+        reply_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+    }
+}
+
+/// The few raw system calls the harness needs.
+#[allow(unsafe_code)]
+mod sys {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    pub(super) fn kill(pid: libc::pid_t, sig: i32) -> i32 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) }
+    }
+
+    pub(super) fn prepare(cmd: &mut Command) {
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_handles_spaces_and_parens_in_the_command_name() {
+        let stat = "1234 (java (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 30 0 987654 0 0";
+        assert_eq!(parse_stat(stat), (Some('S'), Some(987654)));
+    }
+
+    #[test]
+    fn free_port_never_hands_out_the_same_port_twice() {
+        let ports: std::collections::HashSet<u16> = (0..50).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 50);
+    }
+}

@@ -16,6 +16,8 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # ---- toolchain: Rust + what rdkafka's bundled librdkafka needs to build -----------------------
 FROM ${RUST_IMAGE} AS chef
+# A failing command in a pipe fails the RUN.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # cmake: librdkafka's build (rdkafka `cmake-build`); perl: OpenSSL's build (`ssl-vendored`);
 # libcurl4-openssl-dev: headers librdkafka's cmake build includes (libcurl is not linked).
 RUN apt-get update \
@@ -31,6 +33,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 # ---- build: dependencies first (a cached layer until Cargo.lock changes), then the workspace ---
 FROM chef AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --workspace --bins --recipe-path recipe.json
 COPY . .

@@ -1,13 +1,15 @@
 # Debian packages the Rust build needs: cmake for rdkafka's bundled librdkafka, and
-# libcurl4-openssl-dev because librdkafka's CMake build includes curl/curl.h (not linked).
+# libcurl4-openssl-dev because librdkafka's CMake build includes curl/curl.h (not linked);
+# openssl for the control-plane tests (they make the service-account signing key with it).
 # shellcheck shell=bash
 install_apt() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
   command -v perl >/dev/null 2>&1 || missing+=(perl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -eq 0 ]; then
-    log "apt: cmake, curl headers and perl present"
+    log "apt: cmake, curl headers, perl and openssl present"
     return 0
   fi
   need apt-get "install ${missing[*]} with your system's package manager"

@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::process::{Managed, free_port, wait_until};
 use crate::runner::Fixture;
 use crate::say;
+use crate::stack::TempDirOrKept;
 use crate::tools::Tools;
 
 /// How long the API server may take to answer `/readyz`, and a fake node or a Deployment
@@ -74,30 +75,44 @@ impl ControlPlane {
         let kubectl = tools.path("KUBECTL", "controlplane")?;
         let version = tools.get("K8S_VERSION", "controlplane")?;
 
-        let dir = TempDirOrKept::new()?;
+        let dir = TempDirOrKept::with_prefix("journey-k8s-")?;
         let root = dir.path().to_path_buf();
         let logs = root.join("logs");
         let pki = root.join("pki");
         std::fs::create_dir_all(&pki)?;
-        say!("control plane: starting etcd and kube-apiserver {version} in {}", root.display());
+        say!(
+            "control plane: starting etcd and kube-apiserver {version} in {}",
+            root.display()
+        );
 
-        // Service-account token signing key (the API server also verifies with it).
+        // Service-account token signing key, which the API server also verifies with. SEC1
+        // ("EC PRIVATE KEY"): the API server reads no PKCS#8 EC key as a public key file.
         let sa_key = pki.join("service-account.key");
         let out = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
             .arg(&sa_key)
             .output()
-            .context("control plane: running `openssl genpkey` (install openssl)")?;
+            .context("control plane: running `openssl ecparam` (install openssl)")?;
         ensure!(
             out.status.success(),
-            "control plane: openssl genpkey failed: {}",
+            "control plane: openssl ecparam -genkey failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
 
         // The admin: a static token in group system:masters (bypasses RBAC, like kubeadm's admin).
         let token = format!("{:032x}", rand::random::<u128>());
         let tokens = root.join("tokens.csv");
-        std::fs::write(&tokens, format!("{token},journey-admin,journey-admin,\"system:masters\"\n"))?;
+        std::fs::write(
+            &tokens,
+            format!("{token},journey-admin,journey-admin,\"system:masters\"\n"),
+        )?;
 
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -127,14 +142,25 @@ impl ControlPlane {
             .arg(format!("--cert-dir={}", cert_dir.display()))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=Node,RBAC")
+            // As kubeadm and managed clusters run: privileged pods are allowed by the API server,
+            // so what refuses them is Pod Security admission (on by default) and the namespace.
+            .arg("--allow-privileged=true")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!("--service-account-key-file={}", sa_key.display()))
-            .arg(format!("--service-account-signing-key-file={}", sa_key.display()))
-            .arg("--service-cluster-ip-range=10.96.0.0/16");
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ))
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            // The endpoint reconciler refuses a loopback advertise address; nothing in the
+            // cluster needs the `kubernetes` Service's endpoints (no pod really runs).
+            .arg("--endpoint-reconciler-type=none");
         let apiserver = Managed::spawn("kube-apiserver", api_cmd, &logs, Duration::ZERO)?;
 
         let server_url = format!("https://127.0.0.1:{api_port}");
-        let ca_file = cert_dir.join("apiserver.crt");
+        // The API server writes `apiserver.crt` as serving cert + its CA; the CA alone goes to
+        // `ca.crt` once it exists (the kubeconfig and the controller-manager's root CA).
+        let ca_file = pki.join("ca.crt");
         let kubeconfig = root.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server_url, &ca_file, &token))?;
 
@@ -155,7 +181,10 @@ impl ControlPlane {
         cp.wait_apiserver_ready().await?;
         // The same answer through kubectl and the kubeconfig the tests (and Helm) use.
         let readyz = cp.kubectl_ok(["get", "--raw", "/readyz"])?;
-        ensure!(readyz.trim() == "ok", "kubectl get --raw /readyz said {readyz:?}");
+        ensure!(
+            readyz.trim() == "ok",
+            "kubectl get --raw /readyz said {readyz:?}"
+        );
         say!(
             "control plane: API server {} ready in {:.1}s",
             cp.server_url,
@@ -187,24 +216,40 @@ impl ControlPlane {
                 root.join("pki/service-account.key").display()
             ))
             .arg(format!("--root-ca-file={}", cp.ca_file.display()));
-        cp.controller_manager = Some(Managed::spawn("kube-controller-manager", cm, &logs, Duration::ZERO)?);
+        cp.controller_manager = Some(Managed::spawn(
+            "kube-controller-manager",
+            cm,
+            &logs,
+            Duration::ZERO,
+        )?);
 
         let mut sched = Command::new(sched_bin);
         sched
             .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
             .arg("--leader-elect=false")
             .arg("--secure-port=0");
-        cp.scheduler = Some(Managed::spawn("kube-scheduler", sched, &logs, Duration::ZERO)?);
+        cp.scheduler = Some(Managed::spawn(
+            "kube-scheduler",
+            sched,
+            &logs,
+            Duration::ZERO,
+        )?);
 
         let mut kwok = Command::new(kwok_bin);
         kwok.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"))
+            .arg(format!(
+                "--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"
+            ))
             .arg("--node-lease-duration-seconds=40")
             // kwok also reads ~/.kwok/kwok.yaml when it exists: point its work dir here instead.
             .env("KWOK_WORKDIR", root.join("kwok"));
         for f in KWOK_STAGE_FILES {
             let path = stages.join(f);
-            ensure!(path.is_file(), "kwok stage {} is missing: run `scripts/install-tools.sh controlplane`", path.display());
+            ensure!(
+                path.is_file(),
+                "kwok stage {} is missing: run `scripts/install-tools.sh controlplane`",
+                path.display()
+            );
             kwok.arg(format!("--config={}", path.display()));
         }
         cp.kwok = Some(Managed::spawn("kwok", kwok, &logs, Duration::ZERO)?);
@@ -220,16 +265,21 @@ impl ControlPlane {
 
     async fn wait_apiserver_ready(&mut self) -> Result<()> {
         let url = format!("{}/readyz", self.server_url);
+        let bundle = self.dir.path().join("pki/apiserver/apiserver.crt");
         let ca_file = self.ca_file.clone();
         let token = self.token.clone();
         let mut http: Option<reqwest::Client> = None;
         let (etcd, apiserver) = (&mut self.etcd, &mut self.apiserver);
         wait_until("kube-apiserver /readyz", READY_TIMEOUT, || {
-            let early = etcd.ensure_running().and_then(|()| apiserver.ensure_running());
+            let early = etcd
+                .ensure_running()
+                .and_then(|()| apiserver.ensure_running());
             // The self-signed certificate exists only once the API server has written it.
             let client = match &http {
                 Some(c) => Ok(c.clone()),
-                None => https_client(&ca_file).inspect(|c| http = Some(c.clone())),
+                None => extract_ca(&bundle, &ca_file)
+                    .and_then(|()| https_client(&ca_file))
+                    .inspect(|c| http = Some(c.clone())),
             };
             let token = token.clone();
             let url = url.clone();
@@ -244,7 +294,13 @@ impl ControlPlane {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
                 if !status.is_success() {
-                    bail!("{status}: {}", body.lines().filter(|l| l.contains("[-]")).collect::<Vec<_>>().join("; "));
+                    bail!(
+                        "{status}: {}",
+                        body.lines()
+                            .filter(|l| l.contains("[-]"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
                 }
                 Ok(body.trim() == "ok")
             }
@@ -255,11 +311,32 @@ impl ControlPlane {
     async fn wait_full_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            for p in [&mut self.controller_manager, &mut self.scheduler, &mut self.kwok].into_iter().flatten() {
+            for p in [
+                &mut self.controller_manager,
+                &mut self.scheduler,
+                &mut self.kwok,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 p.ensure_running()?;
             }
-            let node = self.kubectl(["get", "node", FAKE_NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
-            let sa = self.kubectl(["get", "serviceaccount", "default", "-n", "default", "-o", "name"])?;
+            let node = self.kubectl([
+                "get",
+                "node",
+                FAKE_NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])?;
+            let sa = self.kubectl([
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                "default",
+                "-o",
+                "name",
+            ])?;
             let node_ready = String::from_utf8_lossy(&node.stdout).trim() == "True";
             if node_ready && sa.status.success() {
                 return Ok(());
@@ -333,7 +410,10 @@ impl ControlPlane {
     pub fn kubectl_command(&self) -> Command {
         let mut cmd = Command::new(&self.kubectl);
         cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!("--cache-dir={}", self.dir.path().join("kubectl-cache").display()))
+            .arg(format!(
+                "--cache-dir={}",
+                self.dir.path().join("kubectl-cache").display()
+            ))
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
         cmd
@@ -345,7 +425,10 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.kubectl_command().args(args).output().context("running kubectl")
+        self.kubectl_command()
+            .args(args)
+            .output()
+            .context("running kubectl")
     }
 
     /// Runs kubectl with `args`; its stdout, or an error with its stderr if it failed.
@@ -355,7 +438,10 @@ impl ControlPlane {
         S: AsRef<OsStr>,
     {
         let args: Vec<S> = args.into_iter().collect();
-        let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
         let out = self.kubectl(&args)?;
         ensure!(
             out.status.success(),
@@ -399,11 +485,44 @@ impl Fixture for ControlPlane {
     }
 }
 
-/// A client that trusts only the API server's self-signed CA (fails until the file exists).
+/// Writes the CA of the API server's self-signed bundle (`serving cert, CA`) to `ca_file`;
+/// fails until the API server has written the bundle.
+fn extract_ca(bundle: &Path, ca_file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(bundle)
+        .with_context(|| format!("waiting for the API server to write {}", bundle.display()))?;
+    let blocks = pem_certificates(&text);
+    ensure!(
+        blocks.len() >= 2,
+        "{} does not hold a serving cert and its CA yet",
+        bundle.display()
+    );
+    let tmp = ca_file.with_extension("tmp");
+    std::fs::write(&tmp, blocks[1..].concat())?;
+    std::fs::rename(&tmp, ca_file)?;
+    Ok(())
+}
+
+/// The complete `CERTIFICATE` PEM blocks of `text`, each with its END line and a newline.
+fn pem_certificates(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        blocks.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    blocks
+}
+
+/// A client that trusts only the API server's CA.
 fn https_client(ca_file: &Path) -> Result<reqwest::Client> {
     let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)?;
-    ensure!(!certs.is_empty(), "{} holds no certificate yet", ca_file.display());
     Ok(reqwest::Client::builder().tls_certs_only(certs).build()?)
 }
 
@@ -452,26 +571,6 @@ metadata:
     )
 }
 
-/// A temp dir that is removed on drop unless `JOURNEY_KEEP_TMP=1`.
-#[derive(Debug)]
-struct TempDirOrKept(Option<tempfile::TempDir>, PathBuf);
-
-impl TempDirOrKept {
-    fn new() -> Result<Self> {
-        let t = tempfile::Builder::new().prefix("journey-k8s-").tempdir()?;
-        let path = t.path().to_path_buf();
-        if std::env::var_os("JOURNEY_KEEP_TMP").is_some_and(|v| v != "0") {
-            say!("keeping {} (JOURNEY_KEEP_TMP)", path.display());
-            let _ = t.keep();
-            return Ok(Self(None, path));
-        }
-        Ok(Self(Some(t), path))
-    }
-    fn path(&self) -> &Path {
-        &self.1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,16 +579,37 @@ mod tests {
     fn the_kubeconfig_names_the_server_the_ca_and_the_token() {
         let yaml = kubeconfig_yaml("https://127.0.0.1:1234", Path::new("/x/ca.crt"), "tok");
         let v: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("valid yaml");
-        assert_eq!(v["clusters"][0]["cluster"]["server"].as_str(), Some("https://127.0.0.1:1234"));
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority"].as_str(), Some("/x/ca.crt"));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://127.0.0.1:1234")
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority"].as_str(),
+            Some("/x/ca.crt")
+        );
         assert_eq!(v["users"][0]["user"]["token"].as_str(), Some("tok"));
         assert_eq!(v["current-context"].as_str(), Some("journey"));
     }
 
     #[test]
+    fn only_complete_certificate_blocks_are_taken_from_a_bundle() {
+        let c = |n: &str| format!("-----BEGIN CERTIFICATE-----\n{n}\n-----END CERTIFICATE-----\n");
+        let bundle = format!("{}{}", c("leaf"), c("ca"));
+        assert_eq!(pem_certificates(&bundle), vec![c("leaf"), c("ca")]);
+        let partial = format!("{}-----BEGIN CERTIFICATE-----\nhalf", c("leaf"));
+        assert_eq!(pem_certificates(&partial), vec![c("leaf")]);
+    }
+
+    #[test]
     fn the_fake_node_carries_the_annotation_kwok_selects_on() {
         let v: serde_yaml::Value = serde_yaml::from_str(&fake_node_yaml("n1")).expect("valid yaml");
-        assert_eq!(v["metadata"]["annotations"][KWOK_NODE_ANNOTATION].as_str(), Some("fake"));
-        assert_eq!(v["metadata"]["labels"]["kubernetes.io/os"].as_str(), Some("linux"));
+        assert_eq!(
+            v["metadata"]["annotations"][KWOK_NODE_ANNOTATION].as_str(),
+            Some("fake")
+        );
+        assert_eq!(
+            v["metadata"]["labels"]["kubernetes.io/os"].as_str(),
+            Some("linux")
+        );
     }
 }

@@ -6,10 +6,13 @@
 //! - [`stack`]: Kafka (KRaft), the OpenTelemetry Collector and Zipkin, each with a readiness
 //!   check that means ready.
 //! - [`zipkin`]: a small client for Zipkin's query API.
+//! - [`controlplane`]: a real Kubernetes control plane (etcd, kube-apiserver; optionally
+//!   controller-manager, scheduler and kwok with a fake node) for the chart tests.
 //! - [`runner`]: the custom test main every integration test binary uses: one stack per binary,
 //!   named tests, component logs printed when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod controlplane;
 pub mod process;
 pub mod runner;
 pub mod services;

@@ -38,7 +38,12 @@ pub struct Managed {
 impl Managed {
     /// Spawns `cmd` as component `name`, capturing its output to `<logs_dir>/<name>.log`.
     /// `grace` is how long a SIGTERM gets before SIGKILL when the process is stopped.
-    pub fn spawn(name: &str, mut cmd: Command, logs_dir: &Path, grace: Duration) -> Result<Managed> {
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        logs_dir: &Path,
+        grace: Duration,
+    ) -> Result<Managed> {
         std::fs::create_dir_all(logs_dir)?;
         let log = logs_dir.join(format!("{name}.log"));
         let file = OpenOptions::new()
@@ -47,9 +52,12 @@ impl Managed {
             .open(&log)
             .with_context(|| format!("opening {}", log.display()))?;
         let file = Arc::new(Mutex::new(file));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let program = format!("{:?}", cmd.get_program());
-        let mut child = spawner::spawn(cmd).with_context(|| format!("{name}: starting {program}"))?;
+        let mut child =
+            spawner::spawn(cmd).with_context(|| format!("{name}: starting {program}"))?;
         ledger_record(child.id(), name);
         let stream = std::env::var_os("TEST_LOG").is_some_and(|v| v != "0");
         let mut pumps = Vec::new();
@@ -88,7 +96,9 @@ impl Managed {
 
     /// `Some(status)` once the process has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Fails with the log tail if the process has already exited.
@@ -390,7 +400,8 @@ mod tests {
 
     #[test]
     fn stat_parsing_handles_spaces_and_parens_in_the_command_name() {
-        let stat = "1234 (java (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 30 0 987654 0 0";
+        let stat =
+            "1234 (java (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 30 0 987654 0 0";
         assert_eq!(parse_stat(stat), (Some('S'), Some(987654)));
     }
 

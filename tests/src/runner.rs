@@ -17,6 +17,7 @@ use crate::process::tail_file;
 use crate::say;
 
 /// One named test taking the shared fixture.
+#[allow(missing_debug_implementations)]
 pub struct Test<F> {
     pub name: &'static str,
     pub run: fn(&F) -> Result<()>,
@@ -51,7 +52,10 @@ impl Fixture for () {
 pub fn main<F: Fixture>(setup: impl FnOnce() -> Result<F>, tests: Vec<Test<F>>) -> ExitCode {
     let args = Arguments::from_args();
     if args.list {
-        let trials = tests.iter().map(|t| Trial::test(t.name, || Ok(()))).collect();
+        let trials = tests
+            .iter()
+            .map(|t| Trial::test(t.name, || Ok(())))
+            .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
     let fixture = match setup() {
@@ -99,7 +103,9 @@ fn run_one<F: Fixture>(name: &str, test: fn(&F) -> Result<()>, fixture: &F) -> R
 /// Prints the tail of every component log of the fixture.
 pub fn print_logs<F: Fixture>(test: &str, fixture: &F) {
     for dir in fixture.logs_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut logs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         logs.sort();
         for log in logs {
@@ -110,7 +116,9 @@ pub fn print_logs<F: Fixture>(test: &str, fixture: &F) {
             );
         }
     }
-    say!("{test}: failed; full component logs are in the files above (JOURNEY_KEEP_TMP=1 keeps them)");
+    say!(
+        "{test}: failed; full component logs are in the files above (JOURNEY_KEEP_TMP=1 keeps them)"
+    );
 }
 
 /// Runs a future to completion on a fresh multi-threaded runtime (one per test).

@@ -35,7 +35,10 @@ pub const TRACE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Where cargo put the workspace binaries: the test executable's directory minus `deps/`.
 pub fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    let mut dir = exe.parent().context("test executable has no parent")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("test executable has no parent")?
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -60,8 +63,14 @@ pub async fn seed_topics(stack: &Stack) -> Result<()> {
         .with_context(|| format!("reading topics from {}", values.display()))?;
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", stack.kafka.bootstrap());
-    let report = journeyctl::seed(&client, &topics, false).await.context("seeding topics")?;
-    say!("topics seeded from {}: {:?}", values.display(), topics.iter().map(|t| &t.name).collect::<Vec<_>>());
+    let report = journeyctl::seed(&client, &topics, false)
+        .await
+        .context("seeding topics")?;
+    say!(
+        "topics seeded from {}: {:?}",
+        values.display(),
+        topics.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
     drop(report);
     Ok(())
 }
@@ -70,9 +79,15 @@ pub async fn seed_topics(stack: &Stack) -> Result<()> {
 /// the developer's shell).
 pub fn base_env(stack: &Stack, service_name: &str, port: u16) -> BTreeMap<String, String> {
     [
-        ("KAFKA_BOOTSTRAP_SERVERS", stack.kafka.bootstrap().to_string()),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            stack.kafka.bootstrap().to_string(),
+        ),
         ("OTEL_SERVICE_NAME", service_name.to_string()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", stack.collector.otlp_grpc_url()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            stack.collector.otlp_grpc_url(),
+        ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
         ("OTEL_METRIC_EXPORT_INTERVAL", "5000".to_string()),
@@ -97,7 +112,12 @@ pub struct Service {
 impl Service {
     /// Starts binary `bin_name` as component `name` with `env` (which must contain
     /// `LISTEN_ADDR=127.0.0.1:<port>`), without waiting.
-    pub fn spawn(stack: &Stack, name: &str, bin_name: &str, env: BTreeMap<String, String>) -> Result<Service> {
+    pub fn spawn(
+        stack: &Stack,
+        name: &str,
+        bin_name: &str,
+        env: BTreeMap<String, String>,
+    ) -> Result<Service> {
         let port = env
             .get("LISTEN_ADDR")
             .and_then(|a| a.rsplit_once(':'))
@@ -114,7 +134,12 @@ impl Service {
     }
 
     /// [`Service::spawn`], then waits for `/readyz`.
-    pub async fn start(stack: &Stack, name: &str, bin_name: &str, env: BTreeMap<String, String>) -> Result<Service> {
+    pub async fn start(
+        stack: &Stack,
+        name: &str,
+        bin_name: &str,
+        env: BTreeMap<String, String>,
+    ) -> Result<Service> {
         let mut s = Self::spawn(stack, name, bin_name, env)?;
         s.wait_ready().await?;
         Ok(s)
@@ -128,7 +153,12 @@ impl Service {
     }
 
     /// A consumer in `role` named `name` (also its service name).
-    pub async fn consumer(stack: &Stack, role: &str, name: &str, extra: &[(&str, &str)]) -> Result<Service> {
+    pub async fn consumer(
+        stack: &Stack,
+        role: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Service> {
         let mut env = base_env(stack, name, free_port());
         env.insert("ROLE".into(), role.into());
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -195,8 +225,9 @@ impl Journey {
         let stack = Stack::start().await?;
         seed_topics(&stack).await?;
         let zipkin_ui = format!("{}/zipkin", stack.zipkin.url());
+        let producer_extra = [("ZIPKIN_UI_URL", zipkin_ui.as_str())];
         let (producer, relay, sink) = tokio::try_join!(
-            Service::producer(&stack, "producer", &[("ZIPKIN_UI_URL", zipkin_ui.as_str())]),
+            Service::producer(&stack, "producer", &producer_extra),
             Service::consumer(&stack, "relay", "relay", consumer_extra),
             Service::consumer(&stack, "sink", "sink", consumer_extra),
         )?;
@@ -245,14 +276,29 @@ impl Answer {
 
     /// The trace id of a 202 answer (fails otherwise).
     pub fn trace_id(&self) -> Result<String> {
-        ensure!(self.status == 202, "expected 202, got {} {}", self.status, self.body);
-        self.str("trace_id").map(str::to_string).context("no trace_id in the answer")
+        ensure!(
+            self.status == 202,
+            "expected 202, got {} {}",
+            self.status,
+            self.body
+        );
+        self.str("trace_id")
+            .map(str::to_string)
+            .context("no trace_id in the answer")
     }
 }
 
 /// POSTs `body` with `content_type` to `url` (+ extra headers).
-pub async fn post(url: &str, content_type: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<Answer> {
-    let mut req = reqwest::Client::new().post(url).timeout(Duration::from_secs(30)).body(body);
+pub async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Result<Answer> {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(30))
+        .body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
@@ -264,7 +310,11 @@ pub async fn post(url: &str, content_type: Option<&str>, body: Vec<u8>, headers:
     let headers = resp.headers().clone();
     let text = resp.text().await?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(Answer { status, headers, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// POSTs one JSON message to a producer's `/messages`.
@@ -303,18 +353,30 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
 
 /// Every record of `topic` from `from` (as returned by [`end_offsets`]) up to the end as it is
 /// when called, waiting up to `timeout` for the records to arrive.
-pub fn read_from(bootstrap: &str, topic: &str, from: &[(i32, i64)], timeout: Duration) -> Result<Vec<OwnedMessage>> {
+pub fn read_from(
+    bootstrap: &str,
+    topic: &str,
+    from: &[(i32, i64)],
+    timeout: Duration,
+) -> Result<Vec<OwnedMessage>> {
     let to = end_offsets(bootstrap, topic)?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("journey-tests-{}", rand::random::<u64>()))
+        .set(
+            "group.id",
+            format!("journey-tests-{}", rand::random::<u64>()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0i64;
     for (p, start) in from {
-        let end = to.iter().find(|(q, _)| q == p).map(|(_, e)| *e).unwrap_or(*start);
+        let end = to
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, e)| *e)
+            .unwrap_or(*start);
         if end > *start {
             tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
             remaining += end - start;
@@ -329,7 +391,11 @@ pub fn read_from(bootstrap: &str, topic: &str, from: &[(i32, i64)], timeout: Dur
     while (out.len() as i64) < remaining && Instant::now() < deadline {
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
             let msg = msg?;
-            let end = to.iter().find(|(q, _)| *q == msg.partition()).map(|(_, e)| *e).unwrap_or(0);
+            let end = to
+                .iter()
+                .find(|(q, _)| *q == msg.partition())
+                .map(|(_, e)| *e)
+                .unwrap_or(0);
             if msg.offset() < end {
                 out.push(msg.detach());
             }
@@ -367,19 +433,27 @@ pub const JOURNEY_SPANS: [&str; 5] = [
 
 /// Zipkin lower-cases span names; `true` when every name in `names` is present.
 pub fn has_spans(spans: &[Span], names: &[&str]) -> bool {
-    names.iter().all(|n| spans.iter().any(|s| s.name().eq_ignore_ascii_case(n)))
+    names
+        .iter()
+        .all(|n| spans.iter().any(|s| s.name().eq_ignore_ascii_case(n)))
 }
 
 /// The one span named `name` (case-insensitive) of `service` (any service when empty).
 pub fn find_span<'a>(spans: &'a [Span], name: &str, service: &str) -> Result<&'a Span> {
     let found: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.name().eq_ignore_ascii_case(name) && (service.is_empty() || s.service() == service))
+        .filter(|s| {
+            s.name().eq_ignore_ascii_case(name) && (service.is_empty() || s.service() == service)
+        })
         .collect();
     match found.as_slice() {
         [one] => Ok(one),
         [] => bail!("no span {name:?} of {service:?} in {}", render_tree(spans)),
-        many => bail!("{} spans {name:?} of {service:?} in {}", many.len(), render_tree(spans)),
+        many => bail!(
+            "{} spans {name:?} of {service:?} in {}",
+            many.len(),
+            render_tree(spans)
+        ),
     }
 }
 
@@ -389,7 +463,10 @@ pub fn render_tree(spans: &[Span]) -> String {
         let mut children: Vec<&Span> = spans
             .iter()
             .filter(|s| match parent {
-                None => s.parent_id.as_deref().is_none_or(|p| !spans.iter().any(|x| x.id == p)),
+                None => s
+                    .parent_id
+                    .as_deref()
+                    .is_none_or(|p| !spans.iter().any(|x| x.id == p)),
                 Some(p) => s.parent_id.as_deref() == Some(p),
             })
             .collect();
@@ -401,7 +478,11 @@ pub fn render_tree(spans: &[Span]) -> String {
                 s.name(),
                 s.kind.as_deref().unwrap_or("INTERNAL"),
                 s.service(),
-                if s.tags.contains_key("error") { " (error)" } else { "" }
+                if s.tags.contains_key("error") {
+                    " (error)"
+                } else {
+                    ""
+                }
             ));
             walk(spans, Some(&s.id), depth + 1, out);
         }

@@ -37,16 +37,26 @@ pub struct Kafka {
 
 impl Kafka {
     /// The broker properties the harness uses, for `port`/`controller_port` and data dir.
-    pub fn base_properties(port: u16, controller_port: u16, data: &Path) -> BTreeMap<String, String> {
+    pub fn base_properties(
+        port: u16,
+        controller_port: u16,
+        data: &Path,
+    ) -> BTreeMap<String, String> {
         [
             ("process.roles", "broker,controller".to_string()),
             ("node.id", "1".into()),
-            ("controller.quorum.voters", format!("1@127.0.0.1:{controller_port}")),
+            (
+                "controller.quorum.voters",
+                format!("1@127.0.0.1:{controller_port}"),
+            ),
             (
                 "listeners",
                 format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
             ),
-            ("advertised.listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
             ("inter.broker.listener.name", "PLAINTEXT".into()),
             ("controller.listener.names", "CONTROLLER".into()),
             (
@@ -59,7 +69,10 @@ impl Kafka {
             ("offsets.topic.num.partitions", "4".into()),
             ("transaction.state.log.replication.factor", "1".into()),
             ("transaction.state.log.min.isr", "1".into()),
-            ("share.coordinator.state.topic.replication.factor", "1".into()),
+            (
+                "share.coordinator.state.topic.replication.factor",
+                "1".into(),
+            ),
             ("share.coordinator.state.topic.min.isr", "1".into()),
             ("group.initial.rebalance.delay.ms", "0".into()),
             // Topics come from the chart's topic list (seeded), never from a typo.
@@ -80,11 +93,18 @@ impl Kafka {
 
     /// Formats storage and starts a broker with exactly `props` (which must contain
     /// `advertised.listeners` with a PLAINTEXT listener on 127.0.0.1 and `log.dirs`).
-    pub async fn start_with(tools: &Tools, dir: &Path, props: BTreeMap<String, String>) -> Result<Kafka> {
+    pub async fn start_with(
+        tools: &Tools,
+        dir: &Path,
+        props: BTreeMap<String, String>,
+    ) -> Result<Kafka> {
         let proc = Self::spawn(tools, dir, &props)?;
         let bootstrap = props
             .get("advertised.listeners")
-            .and_then(|l| l.split(',').find_map(|x| x.split_once("://").map(|(_, a)| a.to_string())))
+            .and_then(|l| {
+                l.split(',')
+                    .find_map(|x| x.split_once("://").map(|(_, a)| a.to_string()))
+            })
             .context("kafka: advertised.listeners has no address")?;
         let mut kafka = Kafka {
             proc,
@@ -105,16 +125,25 @@ impl Kafka {
         let classpath = format!("{}/*", libs.display());
         let java = |main: &str| {
             let mut c = Command::new("java");
-            c.args(["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
-                .arg("-Djava.awt.headless=true")
-                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                .args(["-cp", &classpath, main]);
+            c.args([
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+            ])
+            .arg("-Djava.awt.headless=true")
+            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+            .args(["-cp", &classpath, main]);
             c
         };
         // Format the storage directory with a fresh cluster id (static voters: no --standalone).
         let mut format = java("kafka.tools.StorageTool");
-        format.args(["format", "-t", &cluster_id(), "-c"]).arg(&file);
-        let out = format.output().context("kafka: running the storage formatter (java)")?;
+        format
+            .args(["format", "-t", &cluster_id(), "-c"])
+            .arg(&file);
+        let out = format
+            .output()
+            .context("kafka: running the storage formatter (java)")?;
         if !out.status.success() {
             bail!(
                 "kafka: storage format failed ({}):\n{}{}",
@@ -258,7 +287,13 @@ pub struct Collector {
 
 impl Collector {
     /// The environment the Collector config expects (see charts/journey/files/collector.yaml).
-    pub fn env(grpc: u16, http: u16, health: u16, metrics: u16, zipkin_url: &str) -> BTreeMap<String, String> {
+    pub fn env(
+        grpc: u16,
+        http: u16,
+        health: u16,
+        metrics: u16,
+        zipkin_url: &str,
+    ) -> BTreeMap<String, String> {
         [
             ("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}")),
             ("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}")),
@@ -314,6 +349,11 @@ impl Collector {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The health_check extension's URL (what journeyctl's `COLLECTOR_HEALTH_URL` points at).
+    pub fn health_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.health_port)
+    }
+
     pub fn process(&self) -> &Managed {
         &self.proc
     }
@@ -336,8 +376,11 @@ impl Stack {
     pub async fn start() -> Result<Stack> {
         let started = std::time::Instant::now();
         let tools = Tools::load()?;
-        let dir = TempDirOrKept::new()?;
-        say!("stack: starting Kafka, the Collector and Zipkin in {}", dir.path().display());
+        let dir = TempDirOrKept::with_prefix("journey-stack-")?;
+        say!(
+            "stack: starting Kafka, the Collector and Zipkin in {}",
+            dir.path().display()
+        );
         let zipkin_port = free_port();
         let mut zipkin = Zipkin::spawn(&tools, dir.path(), zipkin_port)?;
         let mut collector = Collector::spawn(&tools, dir.path(), &zipkin.url())?;
@@ -380,23 +423,33 @@ impl Stack {
     }
 }
 
-/// A temp dir that is removed on drop unless `JOURNEY_KEEP_TMP=1`.
+/// A temp dir that is removed on drop unless `JOURNEY_KEEP_TMP=1` (then it is kept and named),
+/// for every fixture of the harness (the stack, the control plane).
 #[derive(Debug)]
-struct TempDirOrKept(Option<tempfile::TempDir>, PathBuf);
+pub(crate) struct TempDirOrKept {
+    // Held only to be removed on drop; `None` when kept.
+    _dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
 
 impl TempDirOrKept {
-    fn new() -> Result<Self> {
-        let t = tempfile::Builder::new().prefix("journey-stack-").tempdir()?;
+    /// A new directory under the system temp dir, its name starting with `prefix`.
+    pub(crate) fn with_prefix(prefix: &str) -> Result<Self> {
+        let t = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let path = t.path().to_path_buf();
         if std::env::var_os("JOURNEY_KEEP_TMP").is_some_and(|v| v != "0") {
             say!("keeping {} (JOURNEY_KEEP_TMP)", path.display());
             let _ = t.keep();
-            return Ok(Self(None, path));
+            return Ok(Self { _dir: None, path });
         }
-        Ok(Self(Some(t), path))
+        Ok(Self {
+            _dir: Some(t),
+            path,
+        })
     }
-    fn path(&self) -> &Path {
-        &self.1
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -409,7 +462,10 @@ mod tests {
         let a = cluster_id();
         let b = cluster_id();
         assert_eq!(a.len(), 22);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(a, b);
     }
 }

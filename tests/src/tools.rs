@@ -18,7 +18,9 @@ impl Tools {
         if let Some(dir) = std::env::var_os("JOURNEY_CACHE") {
             return PathBuf::from(dir);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/tmp".into());
         home.join(".cache").join("journey")
     }
 

@@ -91,7 +91,12 @@ impl ZipkinApi {
     /// The spans of a trace, or `None` when Zipkin does not know it (404).
     pub async fn trace(&self, trace_id: &str) -> Result<Option<Vec<Span>>> {
         let url = format!("{}/api/v2/trace/{trace_id}", self.base);
-        let resp = self.http.get(&url).send().await.context("zipkin: GET trace")?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .context("zipkin: GET trace")?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -167,7 +172,11 @@ impl ZipkinApi {
 
     /// Service names Zipkin has seen.
     pub async fn services(&self) -> Result<Vec<String>> {
-        let resp = self.http.get(format!("{}/api/v2/services", self.base)).send().await?;
+        let resp = self
+            .http
+            .get(format!("{}/api/v2/services", self.base))
+            .send()
+            .await?;
         Ok(resp.json().await?)
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::{
-    JOURNEY_SPANS, Journey, TRACE_TIMEOUT, end_offsets, find_span, has_spans, header, post_json, read_from,
-    record_trace_id, render_tree,
+    JOURNEY_SPANS, Journey, TRACE_TIMEOUT, end_offsets, find_span, has_spans, header, post_json,
+    read_from, record_trace_id, render_tree,
 };
 use journey_tests::{say, tests};
 use rdkafka::Message as _;
@@ -17,7 +17,12 @@ const MAX_RETRIES: &str = "2";
 
 fn main() -> std::process::ExitCode {
     runner::main(
-        || block_on(Journey::start(&[("MAX_RETRIES", MAX_RETRIES), ("RETRY_BACKOFF_MS", "50")])),
+        || {
+            block_on(Journey::start(&[
+                ("MAX_RETRIES", MAX_RETRIES),
+                ("RETRY_BACKOFF_MS", "50"),
+            ]))
+        },
         tests![
             a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace,
             the_next_good_message_still_flows_after_a_poison_message,
@@ -25,7 +30,9 @@ fn main() -> std::process::ExitCode {
     )
 }
 
-fn a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace(j: &Journey) -> Result<()> {
+fn a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace(
+    j: &Journey,
+) -> Result<()> {
     let bootstrap = j.bootstrap().to_string();
     let before = end_offsets(&bootstrap, "messages.dlq")?;
     block_on(async {
@@ -36,29 +43,70 @@ fn a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace(j
         let spans = j
             .zipkin()
             .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| {
-                has_spans(s, &["post /messages", "send messages", "process messages", "send messages.dlq"])
+                has_spans(
+                    s,
+                    &[
+                        "post /messages",
+                        "send messages",
+                        "process messages",
+                        "send messages.dlq",
+                    ],
+                )
             })
             .await?;
         say!("poison trace {trace_id}:{}", render_tree(&spans));
         let process = find_span(&spans, "process messages", "relay")?;
         let dlq = find_span(&spans, "send messages.dlq", "relay")?;
-        ensure!(dlq.kind.as_deref() == Some("PRODUCER"), "DLQ send kind {:?}", dlq.kind);
-        ensure!(dlq.parent_id.as_deref() == Some(process.id.as_str()), "DLQ send should be a child of process");
+        ensure!(
+            dlq.kind.as_deref() == Some("PRODUCER"),
+            "DLQ send kind {:?}",
+            dlq.kind
+        );
+        ensure!(
+            dlq.parent_id.as_deref() == Some(process.id.as_str()),
+            "DLQ send should be a child of process"
+        );
         for s in [process, dlq] {
-            ensure!(s.tags.contains_key("error"), "{:?} should have error status: {:?}", s.name(), s.tags);
-            ensure!(s.tag("error.type") == Some("poison_message"), "{:?} error.type: {:?}", s.name(), s.tags);
+            ensure!(
+                s.tags.contains_key("error"),
+                "{:?} should have error status: {:?}",
+                s.name(),
+                s.tags
+            );
+            ensure!(
+                s.tag("error.type") == Some("poison_message"),
+                "{:?} error.type: {:?}",
+                s.name(),
+                s.tags
+            );
         }
-        ensure!(dlq.tag("messaging.destination.name") == Some("messages.dlq"), "{:?}", dlq.tags);
-        let attempts = spans.iter().filter(|s| s.name() == "relay messages").count();
+        ensure!(
+            dlq.tag("messaging.destination.name") == Some("messages.dlq"),
+            "{:?}",
+            dlq.tags
+        );
+        let attempts = spans
+            .iter()
+            .filter(|s| s.name() == "relay messages")
+            .count();
         let expected_attempts = 1 + MAX_RETRIES.parse::<usize>()?;
-        ensure!(attempts == expected_attempts, "{attempts} work attempts, expected {expected_attempts}");
+        ensure!(
+            attempts == expected_attempts,
+            "{attempts} work attempts, expected {expected_attempts}"
+        );
         ensure!(
             !spans.iter().any(|s| s.service() == "sink"),
             "a poison message must not reach the sink"
         );
 
-        let partition = answer.body["partition"].as_i64().context("partition")?.to_string();
-        let offset = answer.body["offset"].as_i64().context("offset")?.to_string();
+        let partition = answer.body["partition"]
+            .as_i64()
+            .context("partition")?
+            .to_string();
+        let offset = answer.body["offset"]
+            .as_i64()
+            .context("offset")?
+            .to_string();
         let records = tokio::task::spawn_blocking(move || {
             read_from(&bootstrap, "messages.dlq", &before, Duration::from_secs(10))
         })
@@ -66,34 +114,76 @@ fn a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace(j
         let record = records
             .iter()
             .find(|r| record_trace_id(r).as_deref() == Some(trace_id.as_str()))
-            .with_context(|| format!("no DLQ record of trace {trace_id} among {} new records", records.len()))?;
+            .with_context(|| {
+                format!(
+                    "no DLQ record of trace {trace_id} among {} new records",
+                    records.len()
+                )
+            })?;
         let h = |k: &str| header(record, k).unwrap_or_default();
-        ensure!(h("journey.error.type") == "poison_message", "error type header");
-        ensure!(!h("journey.error.message").is_empty(), "error message header");
-        ensure!(h("journey.original.topic") == "messages", "original topic header");
-        ensure!(h("journey.original.partition") == partition, "original partition header");
-        ensure!(h("journey.original.offset") == offset, "original offset header");
+        ensure!(
+            h("journey.error.type") == "poison_message",
+            "error type header"
+        );
+        ensure!(
+            !h("journey.error.message").is_empty(),
+            "error message header"
+        );
+        ensure!(
+            h("journey.original.topic") == "messages",
+            "original topic header"
+        );
+        ensure!(
+            h("journey.original.partition") == partition,
+            "original partition header"
+        );
+        ensure!(
+            h("journey.original.offset") == offset,
+            "original offset header"
+        );
         ensure!(h("journey.retries") == MAX_RETRIES, "retries header");
         ensure!(record.key() == Some(key.as_bytes()), "the key is kept");
-        ensure!(record.payload() == Some(serde_json::to_vec(&payload)?.as_slice()), "the payload is kept");
+        ensure!(
+            record.payload() == Some(serde_json::to_vec(&payload)?.as_slice()),
+            "the payload is kept"
+        );
         // The DLQ record's traceparent names the DLQ send span.
         let tp = h("traceparent");
-        ensure!(tp.split('-').nth(2) == Some(dlq.id.as_str()), "traceparent {tp} vs DLQ span {}", dlq.id);
+        ensure!(
+            tp.split('-').nth(2) == Some(dlq.id.as_str()),
+            "traceparent {tp} vs DLQ span {}",
+            dlq.id
+        );
         Ok(())
     })
 }
 
 fn the_next_good_message_still_flows_after_a_poison_message(j: &Journey) -> Result<()> {
     block_on(async {
-        let poison = post_json(&j.producer, &json!({"key": "same-key", "payload": {"poison": true}})).await?;
-        let good = post_json(&j.producer, &json!({"key": "same-key", "payload": {"fine": true}})).await?;
-        ensure!(poison.body["partition"] == good.body["partition"], "same key, same partition: in order");
+        let poison = post_json(
+            &j.producer,
+            &json!({"key": "same-key", "payload": {"poison": true}}),
+        )
+        .await?;
+        let good = post_json(
+            &j.producer,
+            &json!({"key": "same-key", "payload": {"fine": true}}),
+        )
+        .await?;
+        ensure!(
+            poison.body["partition"] == good.body["partition"],
+            "same key, same partition: in order"
+        );
         let trace_id = good.trace_id()?;
         let spans = j
             .zipkin()
             .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
             .await?;
-        ensure!(!spans.iter().any(|s| s.tags.contains_key("error")), "the good message has no error: {}", render_tree(&spans));
+        ensure!(
+            !spans.iter().any(|s| s.tags.contains_key("error")),
+            "the good message has no error: {}",
+            render_tree(&spans)
+        );
         Ok(())
     })
 }

@@ -25,9 +25,15 @@ fn a_started_stack_answers_kafka_metadata_collector_health_and_zipkin_health(_: 
         let stack = Stack::start().await?;
         let bootstrap = stack.kafka.bootstrap().to_string();
         let brokers = tokio::task::spawn_blocking(move || broker_count(&bootstrap)).await??;
-        ensure!(brokers == 1, "expected one broker, metadata reports {brokers}");
+        ensure!(
+            brokers == 1,
+            "expected one broker, metadata reports {brokers}"
+        );
         let services = ZipkinApi::new(stack.zipkin.url()).services().await?;
-        ensure!(services.is_empty(), "a fresh Zipkin has no services, got {services:?}");
+        ensure!(
+            services.is_empty(),
+            "a fresh Zipkin has no services, got {services:?}"
+        );
         Ok(())
     })
 }
@@ -37,7 +43,9 @@ fn a_span_sent_to_the_collector_arrives_in_zipkin(_: &()) -> Result<()> {
         let stack = Stack::start().await?;
         let trace_id = format!("{:032x}", rand::random::<u128>());
         let span_id = format!("{:016x}", rand::random::<u64>());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
         // One PRODUCER span over OTLP/HTTP JSON, with peer.service as the SDK helpers set it.
         let body = serde_json::json!({"resourceSpans": [{
             "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "harness"}}]},
@@ -52,14 +60,30 @@ fn a_span_sent_to_the_collector_arrives_in_zipkin(_: &()) -> Result<()> {
             .json(&body)
             .send()
             .await?;
-        ensure!(resp.status().is_success(), "collector refused the span: {}", resp.status());
+        ensure!(
+            resp.status().is_success(),
+            "collector refused the span: {}",
+            resp.status()
+        );
         let spans = ZipkinApi::new(stack.zipkin.url())
             .wait_for_trace(&trace_id, Duration::from_secs(30), |s| !s.is_empty())
             .await?;
         ensure!(spans.len() == 1, "expected one span, got {spans:?}");
-        ensure!(spans[0].service() == "harness", "service name: {:?}", spans[0]);
-        ensure!(spans[0].kind.as_deref() == Some("PRODUCER"), "kind: {:?}", spans[0]);
-        ensure!(spans[0].remote_service() == "kafka", "peer.service → remoteEndpoint: {:?}", spans[0]);
+        ensure!(
+            spans[0].service() == "harness",
+            "service name: {:?}",
+            spans[0]
+        );
+        ensure!(
+            spans[0].kind.as_deref() == Some("PRODUCER"),
+            "kind: {:?}",
+            spans[0]
+        );
+        ensure!(
+            spans[0].remote_service() == "kafka",
+            "peer.service → remoteEndpoint: {:?}",
+            spans[0]
+        );
         Ok(())
     })
 }
@@ -72,9 +96,15 @@ fn dropping_the_stack_leaves_none_of_its_recorded_pids_alive(_: &()) -> Result<(
     })?; // the stack is dropped here
     let recorded: Vec<LedgerEntry> = ledger_entries().into_iter().skip(before).collect();
     for pid in &pids {
-        ensure!(recorded.iter().any(|e| e.pid == *pid), "pid {pid} was not recorded in the ledger");
+        ensure!(
+            recorded.iter().any(|e| e.pid == *pid),
+            "pid {pid} was not recorded in the ledger"
+        );
     }
-    let alive: Vec<&LedgerEntry> = recorded.iter().filter(|e| pids.contains(&e.pid) && is_alive(e)).collect();
+    let alive: Vec<&LedgerEntry> = recorded
+        .iter()
+        .filter(|e| pids.contains(&e.pid) && is_alive(e))
+        .collect();
     ensure!(alive.is_empty(), "still alive after drop: {alive:?}");
     Ok(())
 }

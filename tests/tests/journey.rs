@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::{
-    JOURNEY_SPANS, Journey, Service, TRACE_TIMEOUT, find_span, has_spans, post, post_json, render_tree,
+    JOURNEY_SPANS, Journey, Service, TRACE_TIMEOUT, find_span, has_spans, post, post_json,
+    render_tree,
 };
 use journey_tests::zipkin::Span;
 use journey_tests::{say, tests};
@@ -20,6 +21,7 @@ fn main() -> std::process::ExitCode {
             the_dependency_graph_shows_producer_kafka_relay_kafka_sink,
             a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin,
             in_link_mode_the_process_span_starts_a_new_trace_linked_to_the_send_span,
+            a_short_load_is_acked_and_every_message_completes_its_journey,
         ],
     )
 }
@@ -31,12 +33,21 @@ fn tag<'a>(span: &'a Span, key: &str) -> Result<&'a str> {
 
 fn expect_tag(span: &Span, key: &str, value: &str) -> Result<()> {
     let got = tag(span, key)?;
-    ensure!(got == value, "span {:?}: {key} = {got:?}, expected {value:?}", span.name());
+    ensure!(
+        got == value,
+        "span {:?}: {key} = {got:?}, expected {value:?}",
+        span.name()
+    );
     Ok(())
 }
 
 fn expect_kind(span: &Span, kind: &str) -> Result<()> {
-    ensure!(span.kind.as_deref() == Some(kind), "span {:?}: kind {:?}, expected {kind}", span.name(), span.kind);
+    ensure!(
+        span.kind.as_deref() == Some(kind),
+        "span {:?}: kind {:?}, expected {kind}",
+        span.name(),
+        span.kind
+    );
     Ok(())
 }
 
@@ -67,21 +78,43 @@ fn expect_messaging(span: &Span, op: &str, topic: &str, client: &str, port: &str
         span.name(),
         span.remote_endpoint
     );
-    ensure!(!span.tags.contains_key("error"), "span {:?} is marked as an error: {:?}", span.name(), span.tags);
+    ensure!(
+        !span.tags.contains_key("error"),
+        "span {:?} is marked as an error: {:?}",
+        span.name(),
+        span.tags
+    );
     Ok(())
 }
 
-fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sink(j: &Journey) -> Result<()> {
+fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sink(
+    j: &Journey,
+) -> Result<()> {
     block_on(async {
         let key = format!("order-{}", rand::random::<u32>());
         let payload = json!({"hello": "journey"});
         let answer = post_json(&j.producer, &json!({"key": key, "payload": payload})).await?;
         let trace_id = answer.trace_id()?;
-        let partition = answer.body["partition"].as_i64().context("partition")?.to_string();
-        let offset = answer.body["offset"].as_i64().context("offset")?.to_string();
-        ensure!(answer.str("topic") == Some("messages"), "topic: {}", answer.body);
-        let zipkin_url = answer.str("zipkin_url").context("zipkin_url with ZIPKIN_UI_URL set")?;
-        ensure!(zipkin_url.ends_with(&format!("/zipkin/traces/{trace_id}")), "zipkin_url {zipkin_url}");
+        let partition = answer.body["partition"]
+            .as_i64()
+            .context("partition")?
+            .to_string();
+        let offset = answer.body["offset"]
+            .as_i64()
+            .context("offset")?
+            .to_string();
+        ensure!(
+            answer.str("topic") == Some("messages"),
+            "topic: {}",
+            answer.body
+        );
+        let zipkin_url = answer
+            .str("zipkin_url")
+            .context("zipkin_url with ZIPKIN_UI_URL set")?;
+        ensure!(
+            zipkin_url.ends_with(&format!("/zipkin/traces/{trace_id}")),
+            "zipkin_url {zipkin_url}"
+        );
 
         let spans = j
             .zipkin()
@@ -89,7 +122,12 @@ fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sin
             .await?;
         say!("trace {trace_id}:{}", render_tree(&spans));
 
-        let port = j.bootstrap().rsplit_once(':').map(|(_, p)| p).unwrap_or_default().to_string();
+        let port = j
+            .bootstrap()
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .unwrap_or_default()
+            .to_string();
         let http = find_span(&spans, "post /messages", "producer")?;
         let send = find_span(&spans, "send messages", "producer")?;
         let process = find_span(&spans, "process messages", "relay")?;
@@ -102,7 +140,11 @@ fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sin
         expect_kind(forward, "PRODUCER")?;
         expect_kind(sink, "CONSUMER")?;
 
-        ensure!(http.parent_id.is_none(), "the HTTP span is the root: {:?}", http.parent_id);
+        ensure!(
+            http.parent_id.is_none(),
+            "the HTTP span is the root: {:?}",
+            http.parent_id
+        );
         expect_parent(send, http)?;
         expect_parent(process, send)?;
         expect_parent(forward, process)?;
@@ -136,18 +178,29 @@ fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sin
             "messaging.destination.partition.id",
             tag(forward, "messaging.destination.partition.id")?,
         )?;
-        expect_tag(sink, "messaging.kafka.offset", tag(forward, "messaging.kafka.offset")?)?;
+        expect_tag(
+            sink,
+            "messaging.kafka.offset",
+            tag(forward, "messaging.kafka.offset")?,
+        )?;
         Ok(())
     })
 }
 
 fn the_dependency_graph_shows_producer_kafka_relay_kafka_sink(j: &Journey) -> Result<()> {
     block_on(async {
-        let trace_id = post_json(&j.producer, &json!({"payload": "for the graph"})).await?.trace_id()?;
+        let trace_id = post_json(&j.producer, &json!({"payload": "for the graph"}))
+            .await?
+            .trace_id()?;
         j.zipkin()
             .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
             .await?;
-        let wanted = [("producer", "kafka"), ("kafka", "relay"), ("relay", "kafka"), ("kafka", "sink")];
+        let wanted = [
+            ("producer", "kafka"),
+            ("kafka", "relay"),
+            ("relay", "kafka"),
+            ("kafka", "sink"),
+        ];
         let mut links = Vec::new();
         for _ in 0..50 {
             links = j.zipkin().dependencies(Duration::from_secs(3600)).await?;
@@ -164,7 +217,9 @@ fn the_dependency_graph_shows_producer_kafka_relay_kafka_sink(j: &Journey) -> Re
     })
 }
 
-fn a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin(j: &Journey) -> Result<()> {
+fn a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin(
+    j: &Journey,
+) -> Result<()> {
     block_on(async {
         let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
         let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
@@ -176,8 +231,15 @@ fn a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin(j: &J
             &[("traceparent", traceparent.as_str())],
         )
         .await?;
-        ensure!(answer.trace_id()? == trace_id, "the answer's trace_id should be the caller's: {}", answer.body);
-        let traceresponse = answer.header("traceresponse").context("no traceresponse header")?.to_string();
+        ensure!(
+            answer.trace_id()? == trace_id,
+            "the answer's trace_id should be the caller's: {}",
+            answer.body
+        );
+        let traceresponse = answer
+            .header("traceresponse")
+            .context("no traceresponse header")?
+            .to_string();
         let parts: Vec<&str> = traceresponse.split('-').collect();
         ensure!(
             parts.len() == 4 && parts[0] == "00" && parts[1] == trace_id && parts[3] == "01",
@@ -193,53 +255,147 @@ fn a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin(j: &J
             "the HTTP span's parent should be the caller's span {caller_span}, got {:?}",
             http.parent_id
         );
-        ensure!(parts[2] == http.id, "traceresponse names span {}, Zipkin's HTTP span is {}", parts[2], http.id);
+        ensure!(
+            parts[2] == http.id,
+            "traceresponse names span {}, Zipkin's HTTP span is {}",
+            parts[2],
+            http.id
+        );
         Ok(())
     })
 }
 
-fn in_link_mode_the_process_span_starts_a_new_trace_linked_to_the_send_span(j: &Journey) -> Result<()> {
+fn in_link_mode_the_process_span_starts_a_new_trace_linked_to_the_send_span(
+    j: &Journey,
+) -> Result<()> {
     block_on(async {
         let _link_relay = Service::consumer(
             &j.stack,
             "relay",
             "relay-link",
-            &[("TRACE_MODE", "link"), ("KAFKA_GROUP_ID", "relay-link"), ("PROCESS_DELAY_MS", "0")],
+            &[
+                ("TRACE_MODE", "link"),
+                ("KAFKA_GROUP_ID", "relay-link"),
+                ("PROCESS_DELAY_MS", "0"),
+            ],
         )
         .await?;
         let answer = post_json(&j.producer, &json!({"payload": "linked"})).await?;
         let trace_id = answer.trace_id()?;
         let original = j
             .zipkin()
-            .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| has_spans(s, &["send messages"]))
+            .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| {
+                has_spans(s, &["send messages"])
+            })
             .await?;
         let send = find_span(&original, "send messages", "producer")?.clone();
         // The link relay's process span lives in its own trace and carries the link as tags.
         let mut found: Option<Span> = None;
+        let mut seen: Vec<Span> = Vec::new();
         for _ in 0..150 {
             let traces = j
                 .zipkin()
-                .traces(&[("serviceName", "relay-link"), ("spanName", "process messages"), ("limit", "1000")])
+                .traces(&[
+                    ("serviceName", "relay-link"),
+                    ("spanName", "process messages"),
+                    ("limit", "1000"),
+                ])
                 .await?;
+            seen = traces
+                .iter()
+                .flatten()
+                .filter(|s| s.service() == "relay-link")
+                .cloned()
+                .collect();
             found = traces.into_iter().flatten().find(|s| {
                 s.name().eq_ignore_ascii_case("process messages")
-                    && s.tags.iter().any(|(k, v)| k.starts_with("otlp.link") && v.contains(&trace_id))
+                    && s.tags
+                        .iter()
+                        .any(|(k, v)| k.starts_with("otlp.link") && v.contains(&trace_id))
             });
             if found.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let process = found.context("no relay-link process span linked to the producer's trace")?;
-        say!("link-mode process span: trace {} tags {:?}", process.trace_id, process.tags);
-        ensure!(process.trace_id != trace_id, "link mode must start a new trace");
-        ensure!(process.parent_id.is_none(), "link mode process span is a root: {:?}", process.parent_id);
+        let process = found.with_context(|| {
+            format!(
+                "no relay-link process span linked to the producer's trace {trace_id}; relay-link spans: {:?}",
+                seen.iter().map(|s| (s.name(), &s.tags)).collect::<Vec<_>>()
+            )
+        })?;
+        say!(
+            "link-mode process span: trace {} tags {:?}",
+            process.trace_id,
+            process.tags
+        );
+        ensure!(
+            process.trace_id != trace_id,
+            "link mode must start a new trace"
+        );
+        ensure!(
+            process.parent_id.is_none(),
+            "link mode process span is a root: {:?}",
+            process.parent_id
+        );
         expect_kind(&process, "CONSUMER")?;
         ensure!(
-            process.tags.iter().any(|(k, v)| k.starts_with("otlp.link") && v.contains(&send.id)),
+            process
+                .tags
+                .iter()
+                .any(|(k, v)| k.starts_with("otlp.link") && v.contains(&send.id)),
             "the link should name the send span {}: {:?}",
             send.id,
             process.tags
+        );
+        Ok(())
+    })
+}
+
+/// Messages in the short load, and concurrent HTTP clients sending them.
+const LOAD: usize = 200;
+const CLIENTS: usize = 16;
+
+fn a_short_load_is_acked_and_every_message_completes_its_journey(j: &Journey) -> Result<()> {
+    block_on(async {
+        let url = format!("{}/messages", j.producer.url());
+        let started = std::time::Instant::now();
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let url = url.clone();
+            clients.spawn(async move {
+                let http = reqwest::Client::new();
+                let mut ids = Vec::new();
+                for i in (c..LOAD).step_by(CLIENTS) {
+                    let resp = http
+                        .post(&url)
+                        .json(&json!({"key": format!("load-{i}"), "payload": {"i": i}}))
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await?;
+                    ensure!(status == 202, "POST {i}: {status} {body}");
+                    ids.push(body["trace_id"].as_str().unwrap_or_default().to_string());
+                }
+                Ok::<_, anyhow::Error>(ids)
+            });
+        }
+        let mut ids = Vec::new();
+        while let Some(r) = clients.join_next().await {
+            ids.extend(r??);
+        }
+        let acked = started.elapsed();
+        let zipkin = j.zipkin();
+        for id in &ids {
+            zipkin
+                .wait_for_trace(id, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
+                .await?;
+        }
+        let done = started.elapsed();
+        say!(
+            "load: {LOAD} POSTs from {CLIENTS} clients acked in {acked:.2?} ({:.0} msg/s); all {LOAD} journeys complete in Zipkin after {done:.2?} ({:.0} msg/s end to end)",
+            LOAD as f64 / acked.as_secs_f64(),
+            LOAD as f64 / done.as_secs_f64()
         );
         Ok(())
     })

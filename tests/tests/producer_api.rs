@@ -1,2 +1,442 @@
-//! placeholder
-fn main() {}
+//! The producer's HTTP API: what it accepts (and acks only after Kafka did), what it refuses
+//! (never reaching Kafka), and how it fails when Kafka is unreachable.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use journey_tests::process::free_port;
+use journey_tests::runner::{self, block_on};
+use journey_tests::services::{Answer, Service, base_env, bin, end_offsets, post, read_from};
+use journey_tests::stack::Stack;
+use journey_tests::{say, tests};
+use rdkafka::Message as _;
+use serde_json::{Value, json};
+
+/// The fixture: the stack with seeded topics and one producer (no consumers needed).
+#[derive(Debug)]
+struct Api {
+    producer: Service,
+    stack: Stack,
+}
+
+impl journey_tests::runner::Fixture for Api {
+    fn logs_dirs(&self) -> Vec<std::path::PathBuf> {
+        vec![self.stack.logs_dir()]
+    }
+}
+
+const MAX_BODY: usize = 4096;
+
+fn main() -> std::process::ExitCode {
+    runner::main(
+        || {
+            block_on(async {
+                let stack = Stack::start().await?;
+                journey_tests::services::seed_topics(&stack).await?;
+                let max = MAX_BODY.to_string();
+                let producer = Service::producer(
+                    &stack,
+                    "producer",
+                    &[
+                        ("MAX_BODY_BYTES", max.as_str()),
+                        ("ZIPKIN_UI_URL", "http://zipkin.example/zipkin/"),
+                    ],
+                )
+                .await?;
+                Ok(Api { producer, stack })
+            })
+        },
+        tests![
+            a_json_message_is_acked_with_topic_partition_offset_trace_id_and_a_traceresponse,
+            a_text_plain_message_is_acked_and_stored_as_is,
+            a_batch_is_acked_as_one_trace_with_one_offset_per_message,
+            bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka,
+            health_and_readiness_answer_while_kafka_is_reachable,
+            an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout,
+            print_config_shows_the_resolved_config_and_every_accepted_variable,
+        ],
+    )
+}
+
+fn url(api: &Api, path: &str) -> String {
+    format!("{}{path}", api.producer.url())
+}
+
+/// Reads `topic` from `before` and returns the record at `partition`/`offset`.
+fn record_at(
+    api: &Api,
+    before: &[(i32, i64)],
+    partition: i64,
+    offset: i64,
+) -> Result<rdkafka::message::OwnedMessage> {
+    let records = read_from(
+        api.stack.kafka.bootstrap(),
+        "messages",
+        before,
+        Duration::from_secs(10),
+    )?;
+    records
+        .into_iter()
+        .find(|r| i64::from(r.partition()) == partition && r.offset() == offset)
+        .with_context(|| format!("no record at {partition}@{offset}"))
+}
+
+fn a_json_message_is_acked_with_topic_partition_offset_trace_id_and_a_traceresponse(
+    api: &Api,
+) -> Result<()> {
+    let before = end_offsets(api.stack.kafka.bootstrap(), "messages")?;
+    let a = block_on(post(
+        &url(api, "/messages"),
+        Some("application/json"),
+        br#"{"key": "k-json", "payload": {"n": 1, "s": "x"}}"#.to_vec(),
+        &[],
+    ))?;
+    let trace_id = a.trace_id()?;
+    ensure!(
+        trace_id.len() == 32 && trace_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "trace id {trace_id}"
+    );
+    ensure!(a.str("topic") == Some("messages"), "{}", a.body);
+    let partition = a.body["partition"].as_i64().context("partition")?;
+    let offset = a.body["offset"].as_i64().context("offset")?;
+    ensure!(
+        a.str("zipkin_url")
+            == Some(format!("http://zipkin.example/zipkin/traces/{trace_id}").as_str()),
+        "{}",
+        a.body
+    );
+    let tr = a.header("traceresponse").context("traceresponse header")?;
+    ensure!(
+        tr.starts_with(&format!("00-{trace_id}-")) && tr.len() == 55,
+        "traceresponse {tr}"
+    );
+    let record = record_at(api, &before, partition, offset)?;
+    ensure!(record.key() == Some(&b"k-json"[..]), "key");
+    let value: Value = serde_json::from_slice(record.payload().unwrap_or_default())?;
+    ensure!(
+        value == json!({"n": 1, "s": "x"}),
+        "the payload is stored as JSON: {value}"
+    );
+    let tp =
+        journey_tests::services::header(&record, "traceparent").context("traceparent header")?;
+    ensure!(tp.contains(&trace_id), "the record carries the trace: {tp}");
+    Ok(())
+}
+
+fn a_text_plain_message_is_acked_and_stored_as_is(api: &Api) -> Result<()> {
+    let before = end_offsets(api.stack.kafka.bootstrap(), "messages")?;
+    let a = block_on(post(
+        &url(api, "/messages"),
+        Some("text/plain; charset=utf-8"),
+        b"plain words".to_vec(),
+        &[],
+    ))?;
+    a.trace_id()?;
+    let record = record_at(
+        api,
+        &before,
+        a.body["partition"].as_i64().context("partition")?,
+        a.body["offset"].as_i64().context("offset")?,
+    )?;
+    ensure!(
+        record.payload() == Some(&b"plain words"[..]),
+        "payload {:?}",
+        record.payload()
+    );
+    ensure!(record.key().is_none(), "no key");
+    Ok(())
+}
+
+fn a_batch_is_acked_as_one_trace_with_one_offset_per_message(api: &Api) -> Result<()> {
+    let a = block_on(post(
+        &url(api, "/messages/batch"),
+        Some("application/json"),
+        serde_json::to_vec(
+            &json!([{"key": "b1", "payload": 1}, {"payload": [2]}, {"key": "b3", "payload": {"three": 3}}]),
+        )?,
+        &[],
+    ))?;
+    let trace_id = a.trace_id()?;
+    ensure!(a.body["count"] == 3, "{}", a.body);
+    let messages = a.body["messages"].as_array().context("messages")?;
+    ensure!(messages.len() == 3, "{}", a.body);
+    for m in messages {
+        ensure!(
+            m["topic"] == "messages" && m["partition"].is_i64() && m["offset"].is_i64(),
+            "{m}"
+        );
+    }
+    ensure!(
+        a.header("traceresponse")
+            .is_some_and(|t| t.contains(&trace_id)),
+        "traceresponse"
+    );
+    Ok(())
+}
+
+fn bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka(api: &Api) -> Result<()> {
+    let bootstrap = api.stack.kafka.bootstrap().to_string();
+    let before = end_offsets(&bootstrap, "messages")?;
+    let marker = format!("bad-input-{}", rand::random::<u64>());
+    let big = format!(r#"{{"payload": "{marker}{}"}}"#, "x".repeat(MAX_BODY));
+    // (what, content type, body, status, error)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "malformed JSON",
+            Some("application/json"),
+            format!(r#"{{"payload": "{marker}""#).into_bytes(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "no payload",
+            Some("application/json"),
+            format!(r#"{{"key": "{marker}"}}"#).into_bytes(),
+            400,
+            "invalid_message",
+        ),
+        (
+            "empty body",
+            Some("application/json"),
+            Vec::new(),
+            400,
+            "empty_body",
+        ),
+        (
+            "empty text",
+            Some("text/plain"),
+            Vec::new(),
+            400,
+            "empty_body",
+        ),
+        (
+            "wrong content type",
+            Some("application/xml"),
+            format!("<p>{marker}</p>").into_bytes(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            None,
+            format!(r#"{{"payload": "{marker}"}}"#).into_bytes(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "body over the limit",
+            Some("application/json"),
+            big.into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "text batch",
+            Some("text/plain"),
+            marker.clone().into_bytes(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "empty batch",
+            Some("application/json"),
+            b"[]".to_vec(),
+            400,
+            "empty_batch",
+        ),
+        (
+            "batch with a bad item",
+            Some("application/json"),
+            format!(r#"[{{"payload": "{marker}"}}, {{"key": "x"}}]"#).into_bytes(),
+            400,
+            "invalid_message",
+        ),
+    ];
+    block_on(async {
+        for (what, ct, body, status, error) in cases {
+            let path = if what.contains("batch") {
+                "/messages/batch"
+            } else {
+                "/messages"
+            };
+            let a: Answer = post(&url(api, path), ct, body, &[]).await?;
+            ensure!(
+                a.status == status,
+                "{what}: status {} (expected {status}): {}",
+                a.status,
+                a.body
+            );
+            ensure!(
+                a.str("error") == Some(error),
+                "{what}: error {:?} (expected {error})",
+                a.body
+            );
+            ensure!(
+                a.str("reason").is_some_and(|r| !r.is_empty()),
+                "{what}: a JSON reason is required: {}",
+                a.body
+            );
+            ensure!(
+                a.header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json")),
+                "{what}: JSON content type"
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // A good message with the marker afterwards: once it is readable, nothing else with the
+    // marker (nor any empty record) may be there.
+    let good = block_on(post(
+        &url(api, "/messages"),
+        Some("text/plain"),
+        format!("good {marker}").into_bytes(),
+        &[],
+    ))?;
+    good.trace_id()?;
+    let records = read_from(&bootstrap, "messages", &before, Duration::from_secs(10))?;
+    let marked: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.payload().map(|p| String::from_utf8_lossy(p).into_owned()))
+        .filter(|p| p.contains(&marker) || p.is_empty())
+        .collect();
+    ensure!(
+        marked.len() == 1 && marked[0] == format!("good {marker}"),
+        "only the good message may reach Kafka, found {} marked records",
+        marked.len()
+    );
+    Ok(())
+}
+
+fn health_and_readiness_answer_while_kafka_is_reachable(api: &Api) -> Result<()> {
+    block_on(async {
+        for path in ["/healthz", "/readyz"] {
+            let r = reqwest::get(url(api, path)).await?;
+            ensure!(r.status() == 200, "{path}: {}", r.status());
+            let body: Value = r.json().await?;
+            ensure!(body["status"].is_string(), "{path}: {body}");
+        }
+        Ok(())
+    })
+}
+
+fn an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout(api: &Api) -> Result<()> {
+    block_on(async {
+        let port = free_port();
+        let mut env = base_env(&api.stack, "producer-nokafka", port);
+        env.insert(
+            "KAFKA_BOOTSTRAP_SERVERS".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        env.insert("KAFKA_MESSAGE_TIMEOUT_MS".into(), "1500".into());
+        let mut producer = Service::spawn(&api.stack, "producer-nokafka", "producer", env)?;
+        producer.wait_for("/healthz").await?;
+        let ready = reqwest::get(format!("{}/readyz", producer.url())).await?;
+        ensure!(
+            ready.status() == 503,
+            "readyz without Kafka: {}",
+            ready.status()
+        );
+        let started = Instant::now();
+        let a = post(
+            &format!("{}/messages", producer.url()),
+            Some("application/json"),
+            br#"{"payload": "nowhere to go"}"#.to_vec(),
+            &[],
+        )
+        .await?;
+        let took = started.elapsed();
+        say!("503 after {took:?}: {}", a.body);
+        ensure!(a.status == 503, "status {}: {}", a.status, a.body);
+        ensure!(a.str("error") == Some("kafka_unavailable"), "{}", a.body);
+        ensure!(
+            a.str("reason").is_some_and(|r| r.contains("1500")),
+            "the reason names the bound: {}",
+            a.body
+        );
+        ensure!(took < Duration::from_secs(6), "bounded: took {took:?}");
+        Ok(())
+    })
+}
+
+fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api) -> Result<()> {
+    for (binary, extra, expected) in [
+        (
+            "producer",
+            vec![],
+            vec![
+                "LISTEN_ADDR",
+                "KAFKA_TOPIC",
+                "MAX_BODY_BYTES",
+                "ZIPKIN_UI_URL",
+                "KAFKA_MESSAGE_TIMEOUT_MS",
+            ],
+        ),
+        (
+            "consumer",
+            vec![("ROLE", "sink")],
+            vec![
+                "ROLE",
+                "OUTPUT_TOPIC",
+                "DLQ_TOPIC",
+                "KAFKA_GROUP_ID",
+                "TRACE_MODE",
+                "PROCESS_DELAY_MS",
+                "MAX_RETRIES",
+                "RETRY_BACKOFF_MS",
+            ],
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(bin(binary)?);
+        cmd.env_clear()
+            .env("KAFKA_BOOTSTRAP_SERVERS", api.stack.kafka.bootstrap())
+            .env("KAFKA_SASL_PASSWORD", "hunter2")
+            .arg("--print-config");
+        for (k, v) in &extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output()?;
+        ensure!(out.status.success(), "{binary} --print-config: {:?}", out);
+        let doc: Value = serde_json::from_slice(&out.stdout)?;
+        let env: Vec<&str> = doc["accepted_env"]
+            .as_array()
+            .context("accepted_env")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for v in expected.iter().chain(&[
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_CLIENT_ID",
+            "OTEL_SERVICE_NAME",
+            "RUST_LOG",
+            "LOG_FORMAT",
+        ]) {
+            ensure!(
+                env.contains(v),
+                "{binary}: {v} missing from accepted_env {env:?}"
+            );
+        }
+        ensure!(
+            !String::from_utf8_lossy(&out.stdout).contains("hunter2"),
+            "{binary}: the password leaked"
+        );
+        ensure!(
+            doc["config"]["kafka"]["sasl_password"] == "<redacted>",
+            "{binary}: {}",
+            doc["config"]
+        );
+        if binary == "consumer" {
+            ensure!(
+                doc["config"]["kafka_topic"] == "messages.processed",
+                "sink default input: {}",
+                doc["config"]
+            );
+            ensure!(
+                doc["config"]["telemetry"]["service_name"] == "sink",
+                "service name defaults to the role"
+            );
+        }
+    }
+    Ok(())
+}

@@ -177,9 +177,9 @@ app.kubernetes.io/part-of: journey
   value: {{ include "journey.collector.otlpEndpoint" $ctx | quote }}
 - name: OTEL_EXPORTER_OTLP_PROTOCOL
   value: grpc
-{{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE)" "k8s.pod.ip=$(K8S_POD_IP)" "k8s.pod.uid=$(K8S_POD_UID)" "k8s.node.name=$(K8S_NODE_NAME)" (printf "k8s.container.name=%s" .container) (printf "k8s.deployment.name=%s" (include "journey.component.fullname" (dict "ctx" $ctx "component" .service))) (printf "service.namespace=%s" $ctx.Release.Namespace) (printf "service.version=%s" $ctx.Chart.AppVersion) -}}
+{{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE)" "k8s.pod.ip=$(K8S_POD_IP)" "k8s.pod.uid=$(K8S_POD_UID)" "k8s.node.name=$(K8S_NODE_NAME)" (printf "k8s.container.name=%s" .container) (printf "k8s.deployment.name=%s" (include "journey.component.fullname" (dict "ctx" $ctx "component" .container))) -}}
 {{- range $k, $v := $ctx.Values.app.resourceAttributes }}
-{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) -}}
+{{- $attrs = append $attrs (printf "%s=%s" $k $v) -}}
 {{- end }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ join "," $attrs | quote }}

@@ -21,6 +21,7 @@
 //! redelivered after a restart.
 //!
 //! **Trace mode** (`TRACE_MODE`): see [`journey_messaging::TraceMode`].
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,14 +36,14 @@ use axum::routing::get;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode};
 use journey_telemetry::Metrics;
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
+use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, Producer as _};
-use rdkafka::Message as _;
 use serde::Serialize;
 use serde_json::json;
-use tracing::field::Empty;
 use tracing::Instrument as _;
+use tracing::field::Empty;
 
 /// Deadline for the relay's forward and the DLQ sends.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +79,11 @@ impl Role {
 
 /// Consumer configuration (flags or environment).
 #[derive(Debug, Clone, clap::Parser, Serialize)]
-#[command(name = "consumer", version, about = "Kafka relay/sink, traced end to end")]
+#[command(
+    name = "consumer",
+    version,
+    about = "Kafka relay/sink, traced end to end"
+)]
 pub struct Config {
     /// relay or sink.
     #[arg(long, env = "ROLE", value_enum)]
@@ -125,10 +130,18 @@ pub struct Config {
 impl Config {
     /// Fills the role-dependent defaults (input topic, group id, service name).
     pub fn resolve(mut self) -> Self {
-        if self.kafka_topic.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        if self
+            .kafka_topic
+            .as_deref()
+            .is_none_or(|t| t.trim().is_empty())
+        {
             self.kafka_topic = Some(self.role.default_input_topic().to_string());
         }
-        if self.kafka_group_id.as_deref().is_none_or(|g| g.trim().is_empty()) {
+        if self
+            .kafka_group_id
+            .as_deref()
+            .is_none_or(|g| g.trim().is_empty())
+        {
             self.kafka_group_id = Some(self.role.as_str().to_string());
         }
         if self.service_name.trim().is_empty() {
@@ -138,7 +151,9 @@ impl Config {
     }
 
     pub fn input_topic(&self) -> &str {
-        self.kafka_topic.as_deref().unwrap_or(self.role.default_input_topic())
+        self.kafka_topic
+            .as_deref()
+            .unwrap_or(self.role.default_input_topic())
     }
 
     pub fn group_id(&self) -> &str {
@@ -185,14 +200,30 @@ pub fn is_poison(payload: Option<&[u8]>) -> bool {
 
 /// Backoff before retry `retry` (1-based): `base * 2^(retry-1)`, at most 10 s.
 pub fn backoff(base: Duration, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
 /// The DLQ record's headers: the original ones (trace headers are replaced at send time)
 /// followed by the error headers.
-pub fn dead_letter_headers<M: rdkafka::Message>(msg: &M, failure: &Failure, retries: u32) -> OwnedHeaders {
-    let mut headers = msg.headers().map(|h| h.detach()).unwrap_or_default();
+pub fn dead_letter_headers<M: rdkafka::Message>(
+    msg: &M,
+    failure: &Failure,
+    retries: u32,
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = msg.headers() {
+        for idx in 0..original.count() {
+            if let Some(h) = original.try_get(idx) {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+    }
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
     let retries = retries.to_string();
@@ -204,7 +235,10 @@ pub fn dead_letter_headers<M: rdkafka::Message>(msg: &M, failure: &Failure, retr
         ("journey.original.offset", offset.as_str()),
         ("journey.retries", retries.as_str()),
     ] {
-        headers = headers.insert(Header { key, value: Some(value) });
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
     }
     headers
 }
@@ -219,7 +253,12 @@ struct Worker {
 impl Worker {
     /// Processes one record to the end (done, forwarded, or dead-lettered).
     async fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Error> {
-        let span = journey_messaging::process_span(msg, &self.endpoint, self.config.group_id(), self.config.trace_mode);
+        let span = journey_messaging::process_span(
+            msg,
+            &self.endpoint,
+            self.config.group_id(),
+            self.config.trace_mode,
+        );
         let started = Instant::now();
         let attrs = Metrics::topic_attrs(msg.topic());
         let result = async {
@@ -268,7 +307,11 @@ impl Worker {
                     error_type: "poison_message".into(),
                     message: "the payload is marked \"poison\": true".into(),
                 };
-                journey_messaging::record_error(&tracing::Span::current(), &f.error_type, &f.message);
+                journey_messaging::record_error(
+                    &tracing::Span::current(),
+                    &f.error_type,
+                    &f.message,
+                );
                 return Err(f);
             }
             Ok(())
@@ -280,11 +323,19 @@ impl Worker {
             return Err(f);
         }
         if self.config.role == Role::Relay {
-            let mut out = Outgoing::new(&self.config.output_topic, msg.key(), msg.payload().unwrap_or_default());
+            let mut out = Outgoing::new(
+                &self.config.output_topic,
+                msg.key(),
+                msg.payload().unwrap_or_default(),
+            );
             out.headers = msg.headers().map(|h| h.detach());
-            match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT).await {
+            match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT)
+                .await
+            {
                 Ok(sent) => {
-                    self.metrics.produced.add(1, &Metrics::topic_attrs(&sent.topic));
+                    self.metrics
+                        .produced
+                        .add(1, &Metrics::topic_attrs(&sent.topic));
                     tracing::info!(topic = %sent.topic, partition = sent.partition, offset = sent.offset, "forwarded");
                 }
                 Err(e) => {
@@ -307,13 +358,26 @@ impl Worker {
         Ok(())
     }
 
-    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32) -> Result<(), Error> {
-        let mut out = Outgoing::new(&self.config.dlq_topic, msg.key(), msg.payload().unwrap_or_default());
+    async fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        failure: &Failure,
+        retries: u32,
+    ) -> Result<(), Error> {
+        let mut out = Outgoing::new(
+            &self.config.dlq_topic,
+            msg.key(),
+            msg.payload().unwrap_or_default(),
+        );
         out.headers = Some(dead_letter_headers(msg, failure, retries));
         out.error = Some((failure.error_type.clone(), failure.message.clone()));
-        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT).await {
+        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT)
+            .await
+        {
             Ok(sent) => {
-                self.metrics.dead_lettered.add(1, &Metrics::topic_attrs(msg.topic()));
+                self.metrics
+                    .dead_lettered
+                    .add(1, &Metrics::topic_attrs(msg.topic()));
                 tracing::warn!(
                     dlq.partition = sent.partition,
                     dlq.offset = sent.offset,
@@ -378,12 +442,19 @@ fn not_ready(reason: String) -> Response {
 }
 
 /// Runs the consumer until `shutdown` resolves (or a record cannot even be dead-lettered).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let config = config.resolve();
     let input = config.input_topic().to_string();
     let group = config.group_id().to_string();
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(config.kafka.consumer_config(&config.service_name, &group).create()?);
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .kafka
+            .consumer_config(&config.service_name, &group)
+            .create()?,
+    );
     consumer.subscribe(&[input.as_str()])?;
     let producer: FutureProducer = config
         .kafka
@@ -458,13 +529,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     running.store(false, Ordering::SeqCst);
 
     let committer = consumer.clone();
-    let committed = tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync)).await;
+    let committed =
+        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
+            .await;
     match committed {
         Ok(Ok(())) => tracing::info!("offsets committed"),
         Ok(Err(e)) => tracing::info!(error = %e, "nothing committed"),
         Err(e) => tracing::warn!(error = %e, "commit task failed"),
     }
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    let flushed =
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     if let Ok(Err(e)) = flushed {
         tracing::warn!(error = %e, "flushing the producer failed");
     }
@@ -509,33 +583,79 @@ mod tests {
 
     #[test]
     fn role_defaults_fill_input_topic_group_and_service_name() {
-        let c = Config::try_parse_from(["consumer", "--role", "sink", "--kafka-bootstrap-servers", "k:1"])
-            .unwrap()
-            .resolve();
+        let c = Config::try_parse_from([
+            "consumer",
+            "--role",
+            "sink",
+            "--kafka-bootstrap-servers",
+            "k:1",
+        ])
+        .unwrap()
+        .resolve();
         assert_eq!(c.input_topic(), "messages.processed");
         assert_eq!(c.group_id(), "sink");
         assert_eq!(c.service_name, "sink");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8081");
         assert_eq!(c.trace_mode, TraceMode::Parent);
-        let c = Config::try_parse_from(["consumer", "--role", "relay", "--kafka-bootstrap-servers", "k:1", "--trace-mode", "link"])
-            .unwrap()
-            .resolve();
-        assert_eq!((c.input_topic(), c.output_topic.as_str(), c.dlq_topic.as_str()), ("messages", "messages.processed", "messages.dlq"));
+        let c = Config::try_parse_from([
+            "consumer",
+            "--role",
+            "relay",
+            "--kafka-bootstrap-servers",
+            "k:1",
+            "--trace-mode",
+            "link",
+        ])
+        .unwrap()
+        .resolve();
+        assert_eq!(
+            (
+                c.input_topic(),
+                c.output_topic.as_str(),
+                c.dlq_topic.as_str()
+            ),
+            ("messages", "messages.processed", "messages.dlq")
+        );
         assert_eq!(c.trace_mode, TraceMode::Link);
-        assert_eq!((c.process_delay_ms, c.max_retries, c.retry_backoff_ms), (20, 3, 100));
+        assert_eq!(
+            (c.process_delay_ms, c.max_retries, c.retry_backoff_ms),
+            (20, 3, 100)
+        );
     }
 
     #[test]
     fn dead_letter_headers_keep_the_original_headers_first_and_add_the_error_details() {
         let original = OwnedHeaders::new()
-            .insert(Header { key: "traceparent", value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") })
-            .insert(Header { key: "x-tenant", value: Some("acme") });
-        let msg = OwnedMessage::new(Some(b"{}".to_vec()), None, "messages".into(), Timestamp::NotAvailable, 2, 17, Some(original));
-        let f = Failure { error_type: "poison_message".into(), message: "boom".into() };
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            })
+            .insert(Header {
+                key: "x-tenant",
+                value: Some("acme"),
+            });
+        let msg = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "messages".into(),
+            Timestamp::NotAvailable,
+            2,
+            17,
+            Some(original),
+        );
+        let f = Failure {
+            error_type: "poison_message".into(),
+            message: "boom".into(),
+        };
         let h = dead_letter_headers(&msg, &f, 3);
         let pairs: Vec<(String, String)> = h
             .iter()
-            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
             .collect();
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -82,7 +82,9 @@ impl TopicReport {
 
     /// True when something was (or, in a dry run, would be) changed.
     pub fn changed(&self) -> bool {
-        self.actions.iter().any(|a| !matches!(a, Action::CreatedConcurrently))
+        self.actions
+            .iter()
+            .any(|a| !matches!(a, Action::CreatedConcurrently))
     }
 }
 
@@ -114,7 +116,8 @@ impl SeedReport {
 /// The diff, one line per change: `+` create, `~` change, `=` unchanged, `!` warning.
 impl fmt::Display for SeedReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = |done: &'static str, would: &'static str| if self.dry_run { would } else { done };
+        let verb =
+            |done: &'static str, would: &'static str| if self.dry_run { would } else { done };
         for t in &self.topics {
             if !t.changed() && t.warnings.is_empty() {
                 writeln!(f, "= {}: up to date", t.name)?;
@@ -134,7 +137,8 @@ impl fmt::Display for SeedReport {
                             if *partitions == 1 { "" } else { "s" }
                         )?;
                         if !configs.is_empty() {
-                            let c: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let c: Vec<String> =
+                                configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                             write!(f, ", {}", c.join(", "))?;
                         }
                         writeln!(f)?;
@@ -173,7 +177,11 @@ impl fmt::Display for SeedReport {
             }
         }
         let changed = self.topics.iter().filter(|t| t.changed()).count();
-        let warned = self.topics.iter().filter(|t| !t.warnings.is_empty()).count();
+        let warned = self
+            .topics
+            .iter()
+            .filter(|t| !t.warnings.is_empty())
+            .count();
         write!(
             f,
             "{}{} topic{}, {changed} {}, {warned} with warnings",
@@ -236,9 +244,14 @@ struct Existing {
 /// Makes Kafka's topics match `topics` (see the module docs). With `dry_run`, only reads and
 /// reports what it would do.
 #[instrument(name = "seed topics", skip_all, fields(topics = topics.len(), dry_run))]
-pub async fn seed(client: &ClientConfig, topics: &[TopicSpec], dry_run: bool) -> Result<SeedReport, SeedError> {
+pub async fn seed(
+    client: &ClientConfig,
+    topics: &[TopicSpec],
+    dry_run: bool,
+) -> Result<SeedReport, SeedError> {
     validate_all(topics)?;
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(client.create().map_err(SeedError::Client)?);
+    let admin: Arc<AdminClient<DefaultClientContext>> =
+        Arc::new(client.create().map_err(SeedError::Client)?);
     let opts = AdminOptions::new()
         .request_timeout(Some(REQUEST_TIMEOUT))
         .operation_timeout(Some(REQUEST_TIMEOUT));
@@ -247,14 +260,21 @@ pub async fn seed(client: &ClientConfig, topics: &[TopicSpec], dry_run: bool) ->
     let mut reports: Vec<TopicReport> = topics.iter().map(|t| TopicReport::new(&t.name)).collect();
 
     // 1. Create the missing topics (in one request).
-    let missing: Vec<&TopicSpec> = topics.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+    let missing: Vec<&TopicSpec> = topics
+        .iter()
+        .filter(|t| !existing.contains_key(&t.name))
+        .collect();
     let mut raced = Vec::new();
     if !missing.is_empty() && !dry_run {
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
                 t.configs.iter().fold(
-                    NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(i32::from(t.replication_factor))),
+                    NewTopic::new(
+                        &t.name,
+                        t.partitions,
+                        TopicReplication::Fixed(i32::from(t.replication_factor)),
+                    ),
                     |nt, (k, v)| nt.set(k, v),
                 )
             })
@@ -302,7 +322,11 @@ pub async fn seed(client: &ClientConfig, topics: &[TopicSpec], dry_run: bool) ->
         .collect();
     if !raced.is_empty() {
         // The winner's topics are reconciled like existing ones: learn their partitions.
-        existing = wait_for_topics(&admin, &raced.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        existing = wait_for_topics(
+            &admin,
+            &raced.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await?;
     }
 
     // 2. Existing topics (and ones another seeder just created): partitions and configs.
@@ -353,7 +377,10 @@ pub async fn seed(client: &ClientConfig, topics: &[TopicSpec], dry_run: bool) ->
                 Err((topic, code)) => {
                     // A concurrent seeder may have grown it first: accept if it now has enough.
                     let now = wait_for_topics(&admin, &[topic.as_str()]).await?;
-                    let wanted = grow.iter().find(|t| t.name == topic).map_or(0, |t| t.partitions);
+                    let wanted = grow
+                        .iter()
+                        .find(|t| t.name == topic)
+                        .map_or(0, |t| t.partitions);
                     if now.get(&topic).is_some_and(|e| e.partitions >= wanted) {
                         info!(topic = %topic, %code, "partitions grown meanwhile by another seeder");
                     } else {
@@ -398,7 +425,10 @@ async fn reconcile_configs(
     reports: &mut [TopicReport],
     dry_run: bool,
 ) -> Result<(), SeedError> {
-    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+    let specs: Vec<ResourceSpecifier<'_>> = topics
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(&t.name))
+        .collect();
     let described = admin
         .describe_configs(specs.iter(), opts)
         .await
@@ -461,8 +491,10 @@ async fn reconcile_configs(
     let requests: Vec<AlterConfig<'_>> = alter
         .iter()
         .map(|(name, cfg)| {
-            cfg.iter()
-                .fold(AlterConfig::new(ResourceSpecifier::Topic(name)), |a, (k, v)| a.set(k, v))
+            cfg.iter().fold(
+                AlterConfig::new(ResourceSpecifier::Topic(name)),
+                |a, (k, v)| a.set(k, v),
+            )
         })
         .collect();
     let results = admin
@@ -486,7 +518,9 @@ async fn reconcile_configs(
 }
 
 /// Every topic the cluster reports, with its partition count and replication factor.
-async fn existing_topics(admin: &Arc<AdminClient<DefaultClientContext>>) -> Result<HashMap<String, Existing>, SeedError> {
+async fn existing_topics(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+) -> Result<HashMap<String, Existing>, SeedError> {
     let admin = admin.clone();
     tokio::task::spawn_blocking(move || {
         let md = admin
@@ -529,7 +563,9 @@ async fn wait_for_topics(
         if Instant::now() >= deadline {
             return Err(SeedError::Inconsistent {
                 topic: missing[0].to_string(),
-                why: format!("not in the cluster's metadata {REQUEST_TIMEOUT:?} after it was created"),
+                why: format!(
+                    "not in the cluster's metadata {REQUEST_TIMEOUT:?} after it was created"
+                ),
             });
         }
         tokio::time::sleep(delay).await;
@@ -580,21 +616,39 @@ mod tests {
                 TopicReport {
                     name: "c".into(),
                     actions: vec![],
-                    warnings: vec![Warning::ShrinkRefused { current: 5, wanted: 2 }],
+                    warnings: vec![Warning::ShrinkRefused {
+                        current: 5,
+                        wanted: 2,
+                    }],
                 },
                 TopicReport::new("d"),
             ],
         };
         let text = report.to_string();
-        assert!(text.contains("+ a: created with 3 partitions, replication factor 1, retention.ms=1"), "{text}");
+        assert!(
+            text.contains("+ a: created with 3 partitions, replication factor 1, retention.ms=1"),
+            "{text}"
+        );
         assert!(text.contains("~ b: partitions 1 -> 2 (grown)"), "{text}");
-        assert!(text.contains("~ b: retention.ms 604800000 (default) -> 1000 (set)"), "{text}");
-        assert!(text.contains("! c: has 5 partitions, 2 wanted: partitions are never removed"), "{text}");
+        assert!(
+            text.contains("~ b: retention.ms 604800000 (default) -> 1000 (set)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("! c: has 5 partitions, 2 wanted: partitions are never removed"),
+            "{text}"
+        );
         assert!(text.contains("= d: up to date"), "{text}");
-        assert!(text.ends_with("4 topics, 2 changed, 1 with warnings"), "{text}");
+        assert!(
+            text.ends_with("4 topics, 2 changed, 1 with warnings"),
+            "{text}"
+        );
         assert!(report.changed());
         assert_eq!(report.warnings().count(), 1);
-        let dry = SeedReport { dry_run: true, ..report };
+        let dry = SeedReport {
+            dry_run: true,
+            ..report
+        };
         assert!(dry.to_string().contains("would create"), "{dry}");
     }
 }

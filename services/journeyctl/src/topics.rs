@@ -81,8 +81,11 @@ impl TopicSpec {
         }
         if let Some(cfgs) = parts.next() {
             for kv in cfgs.split(',').filter(|kv| !kv.trim().is_empty()) {
-                let (k, v) = kv.split_once('=').ok_or_else(|| bad("config is not key=value"))?;
-                spec.configs.insert(k.trim().to_string(), v.trim().to_string());
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| bad("config is not key=value"))?;
+                spec.configs
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
         spec.validate()?;
@@ -106,10 +109,15 @@ impl TopicSpec {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
-            return Err(bad(format!("character {c:?} is not allowed (only [a-zA-Z0-9._-])")));
+            return Err(bad(format!(
+                "character {c:?} is not allowed (only [a-zA-Z0-9._-])"
+            )));
         }
         if self.partitions < 1 {
-            return Err(bad(format!("partitions must be at least 1, not {}", self.partitions)));
+            return Err(bad(format!(
+                "partitions must be at least 1, not {}",
+                self.partitions
+            )));
         }
         if self.replication_factor < 1 {
             return Err(bad(format!(
@@ -181,7 +189,9 @@ pub fn validate_all(topics: &[TopicSpec]) -> Result<(), TopicsError> {
     for t in topics {
         t.validate()?;
         if !seen.insert(t.name.as_str()) {
-            return Err(TopicsError::Duplicate { topic: t.name.clone() });
+            return Err(TopicsError::Duplicate {
+                topic: t.name.clone(),
+            });
         }
     }
     Ok(())
@@ -240,16 +250,25 @@ mod tests {
 
     #[test]
     fn unknown_fields_in_a_topic_are_refused() {
-        assert!(parse_topics("topics:\n  - name: a\n    partitions: 1\n    replication: 2\n").is_err());
+        assert!(
+            parse_topics("topics:\n  - name: a\n    partitions: 1\n    replication: 2\n").is_err()
+        );
     }
 
     #[test]
     fn compact_form_parses() {
-        let t = TopicSpec::parse_compact("orders:6:3:retention.ms=10,cleanup.policy=compact").unwrap();
+        let t =
+            TopicSpec::parse_compact("orders:6:3:retention.ms=10,cleanup.policy=compact").unwrap();
         assert_eq!(t.partitions, 6);
         assert_eq!(t.replication_factor, 3);
-        assert_eq!(t.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
-        assert_eq!(TopicSpec::parse_compact("x:1").unwrap(), TopicSpec::new("x", 1));
+        assert_eq!(
+            t.configs.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
+        assert_eq!(
+            TopicSpec::parse_compact("x:1").unwrap(),
+            TopicSpec::new("x", 1)
+        );
         assert!(TopicSpec::parse_compact("x").is_err());
         assert!(TopicSpec::parse_compact("x:0").is_err());
         assert!(TopicSpec::parse_compact("bad name:1").is_err());
@@ -258,6 +277,9 @@ mod tests {
     #[test]
     fn duplicates_are_refused() {
         let t = vec![TopicSpec::new("a", 1), TopicSpec::new("a", 2)];
-        assert!(matches!(validate_all(&t), Err(TopicsError::Duplicate { .. })));
+        assert!(matches!(
+            validate_all(&t),
+            Err(TopicsError::Duplicate { .. })
+        ));
     }
 }

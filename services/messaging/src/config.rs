@@ -19,7 +19,11 @@ pub struct KafkaArgs {
     #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
     /// Never printed (`--print-config` shows `<redacted>`).
-    #[arg(long = "kafka-sasl-password", env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     #[serde(serialize_with = "redact")]
     pub sasl_password: Option<String>,
     /// CA bundle used to verify the brokers' certificates (`ssl.ca.location`).
@@ -94,7 +98,11 @@ impl KafkaArgs {
 
     /// [`KafkaArgs::client_config`] for an idempotent `acks=all` producer whose deliveries fail
     /// after `message_timeout_ms` (librdkafka's `message.timeout.ms`).
-    pub fn producer_config(&self, default_client_id: &str, message_timeout_ms: u64) -> ClientConfig {
+    pub fn producer_config(
+        &self,
+        default_client_id: &str,
+        message_timeout_ms: u64,
+    ) -> ClientConfig {
         let mut c = self.client_config(default_client_id);
         c.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -120,8 +128,16 @@ impl KafkaArgs {
 
     /// The span attributes' view of this client.
     pub fn endpoint(&self, default_client_id: &str) -> KafkaEndpoint {
-        let first = self.bootstrap_servers.split(',').map(str::trim).find(|s| !s.is_empty()).unwrap_or("");
-        let first = first.rsplit_once("://").map(|(_, rest)| rest).unwrap_or(first);
+        let first = self
+            .bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
+        let first = first
+            .rsplit_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(first);
         let (address, port) = match first.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(':') => match port.parse::<u16>() {
                 Ok(p) => (host, Some(p)),
@@ -156,7 +172,10 @@ mod tests {
         assert_eq!(e.server_port, Some(9092));
         assert_eq!(e.client_id, "producer");
         let e = KafkaArgs::new("[::1]:19092").endpoint("x");
-        assert_eq!((e.server_address.as_str(), e.server_port), ("::1", Some(19092)));
+        assert_eq!(
+            (e.server_address.as_str(), e.server_port),
+            ("::1", Some(19092))
+        );
         let e = KafkaArgs::new("broker").endpoint("x");
         assert_eq!((e.server_address.as_str(), e.server_port), ("broker", None));
     }
@@ -169,8 +188,14 @@ mod tests {
         args.client_id = Some("custom".into());
         assert_eq!(args.client_id_or("relay"), "custom");
         let json = serde_json::to_string(&args).unwrap();
-        assert!(json.contains("<redacted>") && !json.contains("hunter2"), "{json}");
-        assert_eq!(args.client_config("relay").get("sasl.password"), Some("hunter2"));
+        assert!(
+            json.contains("<redacted>") && !json.contains("hunter2"),
+            "{json}"
+        );
+        assert_eq!(
+            args.client_config("relay").get("sasl.password"),
+            Some("hunter2")
+        );
     }
 
     #[test]
@@ -191,8 +216,18 @@ mod tests {
         ] {
             assert!(envs.iter().any(|e| e == v), "{v} not read");
         }
-        assert!(Bin::try_parse_from(["bin"]).is_err() || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some());
-        let bin = Bin::try_parse_from(["bin", "--kafka-bootstrap-servers", "a:1", "--kafka-security-protocol", "sasl_ssl"]).unwrap();
+        assert!(
+            Bin::try_parse_from(["bin"]).is_err()
+                || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some()
+        );
+        let bin = Bin::try_parse_from([
+            "bin",
+            "--kafka-bootstrap-servers",
+            "a:1",
+            "--kafka-security-protocol",
+            "sasl_ssl",
+        ])
+        .unwrap();
         let c = bin.kafka.producer_config("p", 5000);
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));

@@ -28,7 +28,10 @@ impl Injector for HeaderInjector<'_> {
         if value.is_empty() {
             return;
         }
-        if let (Ok(name), Ok(value)) = (::http::HeaderName::try_from(key), HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(value)) = (
+            ::http::HeaderName::try_from(key),
+            HeaderValue::try_from(value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -36,7 +39,7 @@ impl Injector for HeaderInjector<'_> {
 
 /// The caller's context (`traceparent`, `tracestate`, `baggage`), empty when absent or invalid.
 pub fn extract(headers: &HeaderMap) -> Context {
-    propagator().extract(&HeaderExtractor(headers))
+    propagator().extract_with_context(&Context::new(), &HeaderExtractor(headers))
 }
 
 /// Makes `span` continue the caller's trace when the request carries one. Call it before the
@@ -63,7 +66,12 @@ pub fn traceresponse(span: &tracing::Span) -> Option<HeaderValue> {
     if !sc.is_valid() {
         return None;
     }
-    let value = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
     HeaderValue::try_from(value).ok()
 }
 
@@ -75,11 +83,17 @@ mod tests {
     #[test]
     fn a_valid_traceparent_in_any_case_is_extracted() {
         let mut h = HeaderMap::new();
-        h.insert("TraceParent", HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        h.insert(
+            "TraceParent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
         let cx = extract(&h);
-        let sc = cx.span().span_context();
+        let sc = cx.span().span_context().clone();
         assert!(sc.is_remote());
-        assert_eq!(sc.trace_id(), TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap());
+        assert_eq!(
+            sc.trace_id(),
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
+        );
         assert_eq!(sc.trace_state(), &TraceState::default());
     }
 
@@ -87,7 +101,10 @@ mod tests {
     fn a_missing_or_bad_traceparent_gives_an_empty_context() {
         let mut h = HeaderMap::new();
         assert!(!extract(&h).span().span_context().is_valid());
-        h.insert("traceparent", HeaderValue::from_static("00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+        );
         assert!(!extract(&h).span().span_context().is_valid());
     }
 }

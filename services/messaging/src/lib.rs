@@ -15,6 +15,7 @@
 //!   [`TraceMode`] (parent | link | both) for consumers.
 //!
 //! [`OwnedHeaders`]: rdkafka::message::OwnedHeaders
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
 pub mod http;

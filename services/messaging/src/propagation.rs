@@ -31,7 +31,10 @@ pub(crate) fn propagator() -> &'static TextMapCompositePropagator {
 
 /// The header names the propagators own, lower case (`traceparent`, `tracestate`, `baggage`).
 pub fn fields() -> Vec<String> {
-    PROPAGATOR.fields().map(|f| f.to_ascii_lowercase()).collect()
+    PROPAGATOR
+        .fields()
+        .map(|f| f.to_ascii_lowercase())
+        .collect()
 }
 
 /// The key/value pairs the propagators produce for `cx`, empty values dropped.
@@ -44,7 +47,10 @@ pub(crate) fn carrier_for(cx: &Context) -> Vec<(String, String)> {
         .filter(|(_, v)| !v.trim().is_empty())
         .collect();
     // Anything a propagator wrote under a name it did not announce, in a stable order.
-    let mut rest: Vec<(String, String)> = map.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
+    let mut rest: Vec<(String, String)> = map
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
     rest.sort();
     out.extend(rest);
     out
@@ -110,9 +116,13 @@ impl KafkaExtractor {
             return Self { pairs };
         };
         for idx in 0..headers.count() {
-            let Some(h) = headers.try_get(idx) else { continue };
+            let Some(h) = headers.try_get(idx) else {
+                continue;
+            };
             let Some(value) = h.value else { continue };
-            let Ok(value) = std::str::from_utf8(value) else { continue };
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
             let key = h.key.to_ascii_lowercase();
             if value.trim().is_empty() || pairs.iter().any(|(k, _)| *k == key) {
                 continue;
@@ -126,7 +136,10 @@ impl KafkaExtractor {
 impl Extractor for KafkaExtractor {
     fn get(&self, key: &str) -> Option<&str> {
         let key = key.to_ascii_lowercase();
-        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -137,15 +150,18 @@ impl Extractor for KafkaExtractor {
 /// The context (remote span + baggage) carried by `headers`; an empty context when there is
 /// none or it is unusable.
 pub fn extract_context<H: Headers + ?Sized>(headers: Option<&H>) -> Context {
-    PROPAGATOR.extract(&KafkaExtractor::new(headers))
+    // From an empty context: never inherit whatever span is current on this thread.
+    PROPAGATOR.extract_with_context(&Context::new(), &KafkaExtractor::new(headers))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::baggage::BaggageExt as _;
-    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
     use opentelemetry::KeyValue;
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
     use proptest::prelude::*;
 
     fn remote(trace: u128, span: u64) -> Context {
@@ -159,11 +175,15 @@ mod tests {
     }
 
     fn list(h: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
-        h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()
+        h.iter()
+            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+            .collect()
     }
 
     fn owned(pairs: &[(&str, Option<&[u8]>)]) -> OwnedHeaders {
-        pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: *v }))
+        pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header { key: k, value: *v })
+        })
     }
 
     const TP: &str = "00-0000000000000000000000000000abcd-00000000000000ef-01";
@@ -171,14 +191,20 @@ mod tests {
     #[test]
     fn injection_appends_traceparent_and_never_writes_an_empty_tracestate() {
         let h = inject_context(&remote(0xabcd, 0xef), None::<&OwnedHeaders>);
-        assert_eq!(list(&h), vec![("traceparent".to_string(), Some(TP.as_bytes().to_vec()))]);
+        assert_eq!(
+            list(&h),
+            vec![("traceparent".to_string(), Some(TP.as_bytes().to_vec()))]
+        );
     }
 
     #[test]
     fn injection_keeps_other_headers_in_order_and_replaces_the_trace_header_in_place() {
         let before = owned(&[
             ("a", Some(b"1")),
-            ("TraceParent", Some(b"00-11111111111111111111111111111111-2222222222222222-01")),
+            (
+                "TraceParent",
+                Some(b"00-11111111111111111111111111111111-2222222222222222-01"),
+            ),
             ("b", None),
             ("traceparent", Some(b"dup")),
             ("tracestate", Some(b"stale=1")),
@@ -201,8 +227,14 @@ mod tests {
         let cx = remote(0xabcd, 0xef).with_baggage(vec![KeyValue::new("tenant", "acme")]);
         let h = inject_context(&cx, None::<&OwnedHeaders>);
         let back = extract_context(Some(&h));
-        assert_eq!(back.baggage().get("tenant").map(|v| v.to_string()), Some("acme".into()));
-        assert_eq!(back.span().span_context().trace_id(), TraceId::from_bytes(0xabcd_u128.to_be_bytes()));
+        assert_eq!(
+            back.baggage().get("tenant").map(|v| v.to_string()),
+            Some("acme".into())
+        );
+        assert_eq!(
+            back.span().span_context().trace_id(),
+            TraceId::from_bytes(0xabcd_u128.to_be_bytes())
+        );
     }
 
     #[test]
@@ -211,12 +243,18 @@ mod tests {
             ("TRACEPARENT", None),
             ("traceParent", Some(&[0xc3, 0x28])),
             ("Traceparent", Some(TP.as_bytes())),
-            ("traceparent", Some(b"00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01")),
+            (
+                "traceparent",
+                Some(b"00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01"),
+            ),
         ]);
         let cx = extract_context(Some(&h));
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid() && sc.is_remote());
-        assert_eq!(sc.trace_id(), TraceId::from_bytes(0xabcd_u128.to_be_bytes()));
+        assert_eq!(
+            sc.trace_id(),
+            TraceId::from_bytes(0xabcd_u128.to_be_bytes())
+        );
         assert_eq!(sc.span_id(), SpanId::from_bytes(0xef_u64.to_be_bytes()));
     }
 

@@ -16,12 +16,13 @@
 
 use std::time::Duration;
 
+use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_semantic_conventions::attribute::{
     ERROR_TYPE, MESSAGING_CLIENT_ID, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_KAFKA_OFFSET,
-    MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM,
-    SERVER_ADDRESS, SERVER_PORT,
+    MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
+    MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
 use rdkafka::Message;
 use rdkafka::message::OwnedHeaders;
@@ -63,7 +64,12 @@ fn key_text(key: Option<&[u8]>) -> Option<String> {
 
 /// A `send {topic}` PRODUCER span, a child of the current span. Partition and offset are
 /// recorded by [`record_delivery`] once the broker acked.
-pub fn send_span(endpoint: &KafkaEndpoint, topic: &str, key: Option<&[u8]>, body_size: usize) -> Span {
+pub fn send_span(
+    endpoint: &KafkaEndpoint,
+    topic: &str,
+    key: Option<&[u8]>,
+    body_size: usize,
+) -> Span {
     let span = tracing::info_span!(
         "send",
         otel.name = %format_args!("send {topic}"),
@@ -96,7 +102,12 @@ pub fn send_span(endpoint: &KafkaEndpoint, topic: &str, key: Option<&[u8]>, body
 /// A `process {topic}` CONSUMER span for `msg`, related to the message's creation context
 /// (from its headers) as `mode` says. Enter or instrument with it only after this returns
 /// (the parent must be set before the span starts).
-pub fn process_span<M: Message>(msg: &M, endpoint: &KafkaEndpoint, group: &str, mode: TraceMode) -> Span {
+pub fn process_span<M: Message>(
+    msg: &M,
+    endpoint: &KafkaEndpoint,
+    group: &str,
+    mode: TraceMode,
+) -> Span {
     let topic = msg.topic();
     let span = tracing::info_span!(
         parent: None,
@@ -113,7 +124,7 @@ pub fn process_span<M: Message>(msg: &M, endpoint: &KafkaEndpoint, group: &str, 
         { MESSAGING_KAFKA_MESSAGE_KEY } = Empty,
         { MESSAGING_DESTINATION_PARTITION_ID } = %msg.partition(),
         { MESSAGING_KAFKA_OFFSET } = msg.offset(),
-        { MESSAGING_MESSAGE_BODY_SIZE } = msg.payload_len() as i64,
+        { MESSAGING_MESSAGE_BODY_SIZE } = msg.payload().map_or(0, <[u8]>::len) as i64,
         { MESSAGING_CLIENT_ID } = endpoint.client_id.as_str(),
         { SERVER_ADDRESS } = endpoint.server_address.as_str(),
         { SERVER_PORT } = Empty,
@@ -134,10 +145,17 @@ pub fn process_span<M: Message>(msg: &M, endpoint: &KafkaEndpoint, group: &str, 
             let _ = span.set_parent(creation);
         }
         TraceMode::Link => {
-            // A new root (keeping the message's baggage), linked to the creation context.
-            let _ = span.set_parent(creation.with_remote_span_context(
-                opentelemetry::trace::SpanContext::empty_context(),
-            ));
+            // A new root (keeping the message's baggage), linked to the creation context. The
+            // parent context must hold no span at all: an invalid one would make a
+            // parent-based sampler drop the new trace.
+            let baggage: Vec<opentelemetry::baggage::KeyValueMetadata> = creation
+                .baggage()
+                .iter()
+                .map(|(k, (v, m))| {
+                    opentelemetry::baggage::KeyValueMetadata::new(k.clone(), v.clone(), m.clone())
+                })
+                .collect();
+            let _ = span.set_parent(opentelemetry::Context::new().with_baggage(baggage));
             span.add_link(creation_span);
         }
         TraceMode::Both => {
@@ -150,7 +168,10 @@ pub fn process_span<M: Message>(msg: &M, endpoint: &KafkaEndpoint, group: &str, 
 
 /// Records the broker's ack on a send span.
 pub fn record_delivery(span: &Span, partition: i32, offset: i64) {
-    span.record(MESSAGING_DESTINATION_PARTITION_ID, tracing::field::display(partition));
+    span.record(
+        MESSAGING_DESTINATION_PARTITION_ID,
+        tracing::field::display(partition),
+    );
     span.record(MESSAGING_KAFKA_OFFSET, offset);
 }
 
@@ -240,7 +261,9 @@ pub async fn send_traced(
     }
     let headers = inject_context(&span.context(), out.headers.as_ref());
     let trace_id = trace_id_of(&span);
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(out.topic).payload(out.payload).headers(headers);
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(out.topic)
+        .payload(out.payload)
+        .headers(headers);
     record.key = out.key;
     let bound = timeout + Duration::from_secs(2);
     let result = tokio::time::timeout(bound, producer.send(record, Timeout::After(timeout)))
@@ -272,7 +295,6 @@ pub async fn send_traced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::TraceContextExt as _;
     use rdkafka::message::{Header, OwnedMessage, Timestamp};
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -284,26 +306,56 @@ mod tests {
     struct Visitor<'a>(&'a Fields, String);
     impl tracing::field::Visit for Visitor<'_> {
         fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-            self.0.0.lock().unwrap().push((self.1.clone(), f.name().to_string(), format!("{v:?}")));
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .push((self.1.clone(), f.name().to_string(), format!("{v:?}")));
         }
         fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
-            self.0.0.lock().unwrap().push((self.1.clone(), f.name().to_string(), v.to_string()));
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .push((self.1.clone(), f.name().to_string(), v.to_string()));
         }
     }
 
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Fields {
-        fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+    impl<S> tracing_subscriber::Layer<S> for Fields
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
             attrs.record(&mut Visitor(self, attrs.metadata().name().to_string()));
         }
-        fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-            let name = ctx.span(id).map(|s| s.name().to_string()).unwrap_or_default();
+        fn on_record(
+            &self,
+            id: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let name = ctx
+                .span(id)
+                .map(|s| s.name().to_string())
+                .unwrap_or_default();
             values.record(&mut Visitor(self, name));
         }
     }
 
     impl Fields {
         fn get(&self, span: &str, field: &str) -> Option<String> {
-            self.0.lock().unwrap().iter().rev().find(|(s, f, _)| s == span && f == field).map(|(_, _, v)| v.clone())
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(s, f, _)| s == span && f == field)
+                .map(|(_, _, v)| v.clone())
         }
     }
 
@@ -332,7 +384,10 @@ mod tests {
         assert_eq!(f("messaging.operation.type").as_deref(), Some("send"));
         assert_eq!(f("messaging.kafka.message.key").as_deref(), Some("k1"));
         assert_eq!(f("messaging.message.body.size").as_deref(), Some("12"));
-        assert_eq!(f("messaging.destination.partition.id").as_deref(), Some("2"));
+        assert_eq!(
+            f("messaging.destination.partition.id").as_deref(),
+            Some("2")
+        );
         assert_eq!(f("messaging.kafka.offset").as_deref(), Some("41"));
         assert_eq!(f("server.port").as_deref(), Some("9092"));
         assert_eq!(f("peer.service").as_deref(), Some("kafka"));
@@ -352,26 +407,48 @@ mod tests {
         )
     }
 
-    fn otel_subscriber() -> (impl tracing::Subscriber + Send + Sync, opentelemetry_sdk::trace::SdkTracerProvider) {
+    fn otel_subscriber() -> (
+        impl tracing::Subscriber + Send + Sync,
+        opentelemetry_sdk::trace::SdkTracerProvider,
+    ) {
         use opentelemetry::trace::TracerProvider as _;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let tracer = provider.tracer("test");
-        (tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer)), provider)
+        (
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer)),
+            provider,
+        )
     }
 
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     #[test]
-    fn process_spans_continue_the_creation_trace_in_parent_and_both_modes_and_start_a_new_one_in_link_mode() {
+    fn process_spans_continue_the_creation_trace_in_parent_and_both_modes_and_start_a_new_one_in_link_mode()
+     {
         let (subscriber, _provider) = otel_subscriber();
         tracing::subscriber::with_default(subscriber, || {
-            let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(TP) });
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(TP),
+            });
             let msg = message(headers);
-            for (mode, same_trace) in [(TraceMode::Parent, true), (TraceMode::Both, true), (TraceMode::Link, false)] {
+            for (mode, same_trace) in [
+                (TraceMode::Parent, true),
+                (TraceMode::Both, true),
+                (TraceMode::Link, false),
+            ] {
                 let span = process_span(&msg, &endpoint(), "relay", mode);
                 let trace = span.context().span().span_context().trace_id().to_string();
-                assert_eq!(trace == "0af7651916cd43dd8448eb211c80319c", same_trace, "{mode:?}");
+                assert_eq!(
+                    trace == "0af7651916cd43dd8448eb211c80319c",
+                    same_trace,
+                    "{mode:?}"
+                );
                 assert_eq!(trace_id_of(&span), Some(trace));
+                assert!(
+                    span.context().span().span_context().is_sampled(),
+                    "{mode:?} spans are sampled"
+                );
             }
         });
     }
@@ -383,7 +460,12 @@ mod tests {
             let outer = tracing::info_span!("outer");
             let _g = outer.enter();
             let outer_trace = trace_id_of(&outer);
-            let span = process_span(&message(OwnedHeaders::new()), &endpoint(), "sink", TraceMode::Parent);
+            let span = process_span(
+                &message(OwnedHeaders::new()),
+                &endpoint(),
+                "sink",
+                TraceMode::Parent,
+            );
             assert!(trace_id_of(&span).is_some());
             assert_ne!(trace_id_of(&span), outer_trace);
         });

@@ -12,6 +12,7 @@
 //! - `GET /healthz` (alive), `GET /readyz` (the topic's metadata answers).
 //!
 //! One idempotent `acks=all` [`FutureProducer`] serves the whole process.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +43,11 @@ pub const SERVICE_NAME: &str = "producer";
 
 /// Producer configuration (flags or environment).
 #[derive(Debug, Clone, clap::Parser, Serialize)]
-#[command(name = "producer", version, about = "HTTP → Kafka producer, traced end to end")]
+#[command(
+    name = "producer",
+    version,
+    about = "HTTP → Kafka producer, traced end to end"
+)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -151,10 +156,15 @@ impl TryFrom<MessageIn> for Message {
     type Error = AppError;
     fn try_from(m: MessageIn) -> Result<Self, AppError> {
         let payload = m.payload.filter(|p| !p.is_null()).ok_or_else(|| {
-            AppError::new(StatusCode::BAD_REQUEST, "invalid_message", "the message has no \"payload\"")
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_message",
+                "the message has no \"payload\"",
+            )
         })?;
-        let value = serde_json::to_vec(&payload)
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_message", e.to_string()))?;
+        let value = serde_json::to_vec(&payload).map_err(|e| {
+            AppError::new(StatusCode::BAD_REQUEST, "invalid_message", e.to_string())
+        })?;
         Ok(Message { key: m.key, value })
     }
 }
@@ -169,7 +179,13 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, AppError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     match ct.as_deref() {
         Some("application/json") => Ok(BodyKind::Json),
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(BodyKind::Json),
@@ -197,7 +213,11 @@ fn json_error(e: &serde_json::Error) -> AppError {
 
 fn non_empty(body: &Bytes) -> Result<(), AppError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AppError::new(StatusCode::BAD_REQUEST, "empty_body", "the request body is empty"));
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the request body is empty",
+        ));
     }
     Ok(())
 }
@@ -212,7 +232,11 @@ fn parse_one(headers: &HeaderMap, body: &Bytes) -> Result<Message, AppError> {
             .try_into(),
         BodyKind::Text => {
             let text = std::str::from_utf8(body).map_err(|e| {
-                AppError::new(StatusCode::BAD_REQUEST, "invalid_message", format!("text/plain body is not UTF-8: {e}"))
+                AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_message",
+                    format!("text/plain body is not UTF-8: {e}"),
+                )
             })?;
             Ok(Message {
                 key: None,
@@ -234,7 +258,11 @@ fn parse_batch(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Message>, AppErr
     non_empty(body)?;
     let items: Vec<MessageIn> = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
     if items.is_empty() {
-        return Err(AppError::new(StatusCode::BAD_REQUEST, "empty_batch", "the batch has no messages"));
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+            "the batch has no messages",
+        ));
     }
     items
         .into_iter()
@@ -261,12 +289,22 @@ type Shared = Arc<App>;
 
 impl App {
     async fn send(&self, msg: &Message) -> Result<Sent, AppError> {
-        let out = Outgoing::new(&self.topic, msg.key.as_deref().map(str::as_bytes), &msg.value);
+        let out = Outgoing::new(
+            &self.topic,
+            msg.key.as_deref().map(str::as_bytes),
+            &msg.value,
+        );
         let attrs = Metrics::topic_attrs(&self.topic);
-        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, self.timeout).await {
+        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, self.timeout)
+            .await
+        {
             Ok(sent) => {
                 self.metrics.produced.add(1, &attrs);
-                tracing::info!(partition = sent.partition, offset = sent.offset, "message acked");
+                tracing::info!(
+                    partition = sent.partition,
+                    offset = sent.offset,
+                    "message acked"
+                );
                 Ok(sent)
             }
             Err(e) => {
@@ -274,7 +312,10 @@ impl App {
                 Err(AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "kafka_unavailable",
-                    format!("{e} (bound: KAFKA_MESSAGE_TIMEOUT_MS={} ms)", self.timeout.as_millis()),
+                    format!(
+                        "{e} (bound: KAFKA_MESSAGE_TIMEOUT_MS={} ms)",
+                        self.timeout.as_millis()
+                    ),
                 ))
             }
         }
@@ -321,7 +362,11 @@ async fn post_batch(
     let acked: Vec<&Sent> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
         let mut e = first.clone();
-        e.reason = format!("{} of {total} messages acked; first failure: {}", acked.len(), e.reason);
+        e.reason = format!(
+            "{} of {total} messages acked; first failure: {}",
+            acked.len(),
+            e.reason
+        );
         return Err(e);
     }
     let trace_id = current_trace_id();
@@ -362,7 +407,11 @@ async fn readyz(State(app): State<Shared>) -> Result<Response, AppError> {
     .and_then(|r| r);
     match checked {
         Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
-        Err(reason) => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)),
+        Err(reason) => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            reason,
+        )),
     }
 }
 
@@ -376,7 +425,10 @@ async fn add_traceresponse(mut res: Response) -> Response {
 
 /// The SERVER span of a request: `{method} {route}`, continuing the caller's trace.
 fn request_span(req: &Request<Body>) -> Span {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
     let name = match &route {
         Some(r) => format!("{} {r}", req.method()),
         None => req.method().to_string(),
@@ -423,7 +475,10 @@ fn router(app: Shared, max_body_bytes: usize) -> Router {
 
 /// Runs the producer until `shutdown` resolves: stops accepting, finishes in-flight requests,
 /// then flushes the Kafka producer.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.kafka_message_timeout_ms);
     let producer: FutureProducer = config
         .kafka
@@ -434,7 +489,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         endpoint: config.kafka.endpoint(&config.service_name),
         topic: config.kafka_topic.clone(),
         timeout,
-        zipkin_ui_url: config.zipkin_ui_url.clone().filter(|u| !u.trim().is_empty()),
+        zipkin_ui_url: config
+            .zipkin_ui_url
+            .clone()
+            .filter(|u| !u.trim().is_empty()),
         metrics: Metrics::new(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
@@ -450,7 +508,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await
         .map_err(Error::Serve)?;
     tracing::info!("HTTP server stopped; flushing the Kafka producer");
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    let flushed =
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     match flushed {
         Ok(Ok(())) => tracing::info!("producer flushed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "flushing the producer failed"),
@@ -476,7 +535,11 @@ mod tests {
 
     #[test]
     fn a_json_message_with_key_and_payload_is_accepted() {
-        let m = parse_one(&ct("application/json; charset=utf-8"), &b(r#"{"key":"k","payload":{"a":1}}"#)).unwrap();
+        let m = parse_one(
+            &ct("application/json; charset=utf-8"),
+            &b(r#"{"key":"k","payload":{"a":1}}"#),
+        )
+        .unwrap();
         assert_eq!(m.key.as_deref(), Some("k"));
         assert_eq!(m.value, br#"{"a":1}"#);
     }
@@ -495,12 +558,20 @@ mod tests {
             ("application/json", "{not json", "malformed_json"),
             ("application/json", r#"{"key":"k"}"#, "invalid_message"),
             ("application/json", r#"{"payload":null}"#, "invalid_message"),
-            ("application/json", r#"{"key":5,"payload":1}"#, "invalid_message"),
+            (
+                "application/json",
+                r#"{"key":5,"payload":1}"#,
+                "invalid_message",
+            ),
             ("text/plain", "", "empty_body"),
         ];
         for (t, body, error) in cases {
             let e = parse_one(&ct(t), &b(body)).unwrap_err();
-            assert_eq!((e.status, e.error), (StatusCode::BAD_REQUEST, error), "{body:?}: {e:?}");
+            assert_eq!(
+                (e.status, e.error),
+                (StatusCode::BAD_REQUEST, error),
+                "{body:?}: {e:?}"
+            );
         }
     }
 
@@ -516,9 +587,17 @@ mod tests {
 
     #[test]
     fn a_batch_is_validated_as_a_whole_before_anything_is_sent() {
-        let ok = parse_batch(&ct("application/json"), &b(r#"[{"payload":1},{"key":"x","payload":"y"}]"#)).unwrap();
+        let ok = parse_batch(
+            &ct("application/json"),
+            &b(r#"[{"payload":1},{"key":"x","payload":"y"}]"#),
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
-        let e = parse_batch(&ct("application/json"), &b(r#"[{"payload":1},{"key":"x"}]"#)).unwrap_err();
+        let e = parse_batch(
+            &ct("application/json"),
+            &b(r#"[{"payload":1},{"key":"x"}]"#),
+        )
+        .unwrap_err();
         assert!(e.reason.starts_with("message 1:"), "{e:?}");
         let e = parse_batch(&ct("application/json"), &b("[]")).unwrap_err();
         assert_eq!(e.error, "empty_batch");
@@ -527,7 +606,8 @@ mod tests {
     #[test]
     fn the_config_reads_the_documented_variables_with_their_defaults() {
         use clap::Parser;
-        let c = Config::try_parse_from(["producer", "--kafka-bootstrap-servers", "k:9092"]).unwrap();
+        let c =
+            Config::try_parse_from(["producer", "--kafka-bootstrap-servers", "k:9092"]).unwrap();
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.kafka_topic, "messages");
         assert_eq!(c.max_body_bytes, 1_048_576);

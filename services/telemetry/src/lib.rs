@@ -13,6 +13,7 @@
 //!
 //! This crate never touches the propagation API: `journey-messaging` owns trace-context
 //! injection and extraction.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::fmt;
 
@@ -121,7 +122,11 @@ impl TelemetrySettings {
         default_service_name: &str,
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let otlp_protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
             None | Some("grpc") => OtlpProtocol::Grpc,
             Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
@@ -144,7 +149,10 @@ impl TelemetrySettings {
                 });
             }
         };
-        let sdk_disabled = match get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase()).as_deref() {
+        let sdk_disabled = match get("OTEL_SDK_DISABLED")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
@@ -167,7 +175,8 @@ impl TelemetrySettings {
                 .transpose()
         };
         Ok(TelemetrySettings {
-            service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service_name.to_string()),
+            service_name: get("OTEL_SERVICE_NAME")
+                .unwrap_or_else(|| default_service_name.to_string()),
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             otlp_protocol,
             traces_sampler: get("OTEL_TRACES_SAMPLER"),
@@ -237,9 +246,9 @@ const OTEL_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=
 /// `RUST_LOG` filters log lines only; spans at `info` and above always reach OpenTelemetry.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
     let log_filter = EnvFilter::try_new(&settings.log_filter)?;
-    let fmt_layer = logfmt::layer(settings.log_format).with_filter(log_filter);
 
     if settings.sdk_disabled {
+        let fmt_layer = logfmt::layer(settings.log_format).with_filter(log_filter);
         tracing_subscriber::registry().with(fmt_layer).try_init()?;
         return Ok(TelemetryGuard {
             tracer: None,
@@ -252,7 +261,9 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
         .build();
 
     let span_exporter = match settings.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build(),
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -265,7 +276,9 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
         .build();
 
     let metric_exporter = match settings.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder().with_tonic().build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build(),
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -281,8 +294,13 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
     let tracer = tracer_provider.tracer("journey");
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
         .with_filter(EnvFilter::try_new(OTEL_FILTER)?);
 
+    let fmt_layer = logfmt::layer(settings.log_format).with_filter(log_filter);
     tracing_subscriber::registry()
         .with(otel_layer)
         .with(fmt_layer)
@@ -438,8 +456,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 

@@ -6,24 +6,23 @@ use std::fmt;
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
-use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::LogFormat;
 
-/// `(trace_id, span_id)` in lower-case hex of the current span, when it is being traced.
+/// `(trace_id, span_id)` in lower-case hex of the innermost entered span that is traced.
+///
+/// Reads OpenTelemetry's current context (tracing-opentelemetry activates a span's context
+/// when the span is entered) instead of asking the `tracing` dispatcher, which a formatter
+/// cannot re-enter.
 pub fn current_trace_ids() -> Option<(String, String)> {
-    let span = tracing::Span::current();
-    if span.is_none() {
-        return None;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    let sc = opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 pub(crate) fn layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
@@ -93,7 +92,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut ts = String::new();
         SystemTime.format_time(&mut Writer::new(&mut ts))?;
         let meta = event.metadata();
@@ -127,10 +131,94 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         if let Some((trace_id, span_id)) = current_trace_ids() {
             write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
         }
         self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(format: LogFormat, f: impl FnOnce()) -> Vec<String> {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let fmt = tracing_subscriber::fmt::layer().with_writer(move || writer.clone());
+        let fmt = match format {
+            LogFormat::Json => fmt.event_format(JsonLines).boxed(),
+            LogFormat::Pretty => fmt
+                .with_ansi(false)
+                .event_format(Pretty(format::Format::default()))
+                .boxed(),
+        };
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(fmt);
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn json_lines_inside_a_span_carry_its_trace_and_span_ids_and_fields() {
+        let mut ids = None;
+        let out = lines(LogFormat::Json, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("work");
+            let _g = span.enter();
+            ids = current_trace_ids();
+            tracing::warn!(offset = 7, topic = "messages", "inside");
+        });
+        let (trace_id, span_id) = ids.expect("the span is traced");
+        let outside: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+        let inside: serde_json::Value = serde_json::from_str(&out[1]).unwrap();
+        assert_eq!(outside["message"], "outside");
+        assert!(outside.get("trace_id").is_none());
+        assert_eq!(inside["level"], "WARN");
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["span"], "work");
+        assert_eq!(inside["fields"]["offset"], 7);
+        assert_eq!(inside["fields"]["topic"], "messages");
+        assert_eq!(inside["trace_id"], trace_id.as_str());
+        assert_eq!(inside["span_id"], span_id.as_str());
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(span_id.len(), 16);
+    }
+
+    #[test]
+    fn pretty_lines_inside_a_span_start_with_its_trace_id() {
+        let out = lines(LogFormat::Pretty, || {
+            let span = tracing::info_span!("work");
+            let _g = span.enter();
+            tracing::info!("inside");
+        });
+        assert!(out[0].starts_with("trace_id="), "{}", out[0]);
+        assert!(out[0].contains("inside"));
     }
 }

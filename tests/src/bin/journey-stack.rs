@@ -1,18 +1,34 @@
 //! `journey-stack`: the local stack outside of tests.
 //!
+//! - `journey-stack demo [--once]` (`make demo`): starts Kafka, the Collector and Zipkin, seeds
+//!   the chart's topics, starts producer, relay and sink, POSTs a few messages, prints each
+//!   trace id with its Zipkin UI link and the journey as `journeyctl journey` shows it, then
+//!   stays up until Ctrl-C. `--once` also runs `journeyctl verify` and exits 0 (PASS) or 1.
 //! - `journey-stack check-ledger`: proves that no process the harness recorded in the PID
-//!   ledger is still alive (run at the end of `make test`); kills and reports any that are.
+//!   ledger is still alive (run at the end of `make test`, which gives each run its own ledger);
+//!   it only reports: another run's processes may share a default ledger.
 
 use std::process::ExitCode;
 
+use anyhow::{Context, Result, bail};
 use journey_tests::process::{is_alive, ledger_entries, ledger_path};
+use journey_tests::runner::block_on;
+use journey_tests::services::{JOURNEY_SPANS, Journey, TRACE_TIMEOUT, bin, has_spans, post_json};
+use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("demo") => match block_on(demo(args.iter().any(|a| a == "--once"))) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("demo: FAILED: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some("check-ledger") => check_ledger(),
         _ => {
-            eprintln!("usage: journey-stack check-ledger");
+            eprintln!("usage: journey-stack demo [--once] | check-ledger");
             ExitCode::from(2)
         }
     }
@@ -30,11 +46,7 @@ fn check_ledger() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for e in &alive {
-        eprintln!("teardown: {} (pid {}) is still alive: killing it", e.name, e.pid);
-        // Safe through std: no signal API; use the kill command.
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &e.pid.to_string()])
-            .status();
+        eprintln!("teardown: {} (pid {}) is still alive", e.name, e.pid);
     }
     eprintln!(
         "teardown: FAILED: {} of {} recorded processes outlived the tests (harness bug: a Managed process was leaked)",
@@ -42,4 +54,104 @@ fn check_ledger() -> ExitCode {
         entries.len()
     );
     ExitCode::FAILURE
+}
+
+/// How many messages the demo sends.
+const DEMO_MESSAGES: usize = 3;
+
+async fn demo(once: bool) -> Result<ExitCode> {
+    println!(
+        "==> starting the local stack: Kafka (KRaft), the OpenTelemetry Collector, Zipkin, then producer, relay, sink"
+    );
+    let journey = Journey::start(&[]).await?;
+    let producer = journey.producer.url();
+    let zipkin = journey.stack.zipkin.url();
+    println!();
+    println!("    producer   {producer}  (POST /messages, /messages/batch; GET /healthz, /readyz)");
+    println!("    Zipkin UI  {zipkin}/zipkin/");
+    println!("    Kafka      {}", journey.bootstrap());
+    println!(
+        "    OTLP       {} (gRPC)",
+        journey.stack.collector.otlp_grpc_url()
+    );
+    println!("    logs       {}", journey.stack.logs_dir().display());
+    println!();
+
+    println!("==> sending {DEMO_MESSAGES} messages");
+    let mut trace_ids = Vec::new();
+    for i in 1..=DEMO_MESSAGES {
+        let body =
+            json!({"key": format!("demo-{i}"), "payload": {"greeting": "hello, journey", "n": i}});
+        let answer = post_json(&journey.producer, &body).await?;
+        let trace_id = answer.trace_id()?;
+        println!(
+            "    message {i}: {} partition {} offset {}  trace {trace_id}\n               {zipkin}/zipkin/traces/{trace_id}",
+            answer.str("topic").unwrap_or("?"),
+            answer
+                .body
+                .get("partition")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            answer
+                .body
+                .get("offset")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        trace_ids.push(trace_id);
+    }
+
+    println!();
+    println!("==> fetching each trace back from Zipkin's API");
+    let api = journey.zipkin();
+    for trace_id in &trace_ids {
+        api.wait_for_trace(trace_id, TRACE_TIMEOUT, |spans| {
+            has_spans(spans, &JOURNEY_SPANS)
+        })
+        .await
+        .with_context(|| format!("trace {trace_id} did not arrive complete in Zipkin"))?;
+        journeyctl(&journey, &["journey", trace_id])?;
+    }
+
+    if once {
+        println!("==> journeyctl verify (POST one more message, assert every hop in Zipkin)");
+        let ok = journeyctl(&journey, &["verify", "--producer-url", &producer])?;
+        println!("==> demo {}", if ok { "PASSED" } else { "FAILED" });
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    println!();
+    println!("The stack stays up until Ctrl-C. Try:");
+    println!(
+        "    curl -si -H 'content-type: application/json' -d '{{\"payload\": {{\"hello\": \"world\"}}}}' {producer}/messages"
+    );
+    println!("    target/debug/journeyctl journey --last --zipkin-url {zipkin}");
+    println!("    target/debug/journeyctl load --producer-url {producer} --rate 50 --duration 10s");
+    tokio::signal::ctrl_c().await?;
+    println!("\n==> stopping (services drain and flush first)");
+    drop(journey);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the built `journeyctl` against the demo stack (output to the terminal); true on exit 0.
+fn journeyctl(journey: &Journey, args: &[&str]) -> Result<bool> {
+    let status = std::process::Command::new(bin("journeyctl")?)
+        .args(args)
+        .env("ZIPKIN_URL", journey.stack.zipkin.url())
+        .env("OTEL_SERVICE_NAME", "journeyctl")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            journey.stack.collector.otlp_grpc_url(),
+        )
+        .env("RUST_LOG", "warn")
+        .status()
+        .context("running journeyctl")?;
+    if status.code().is_none() {
+        bail!("journeyctl was killed ({status})");
+    }
+    Ok(status.success())
 }

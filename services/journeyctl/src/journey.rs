@@ -1,0 +1,391 @@
+//! A trace as a journey: the span tree, the timeline, and the time each message waited in Kafka.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::zipkin::Span;
+
+/// One Kafka hop: a PRODUCER span (send) and the CONSUMER span (process) below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hop {
+    pub from_service: String,
+    pub to_service: String,
+    /// `messaging.destination.name`, else the send span's name.
+    pub topic: String,
+    /// Send end → process start, in microseconds (negative with clock skew).
+    pub queue_us: i64,
+    pub send_span: String,
+    pub process_span: String,
+}
+
+/// A trace organised for display.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    pub trace_id: String,
+    spans: Vec<Span>,
+    children: HashMap<usize, Vec<usize>>,
+    roots: Vec<usize>,
+}
+
+impl Journey {
+    pub fn new(mut spans: Vec<Span>) -> Journey {
+        spans.sort_by_key(|s| (s.start(), s.id.clone()));
+        let trace_id = spans
+            .first()
+            .map(|s| s.trace_id.clone())
+            .unwrap_or_default();
+        let by_id: HashMap<&str, usize> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut roots = Vec::new();
+        for (i, s) in spans.iter().enumerate() {
+            match s.parent_id.as_deref().and_then(|p| by_id.get(p)) {
+                Some(&p) if p != i => children.entry(p).or_default().push(i),
+                _ => roots.push(i),
+            }
+        }
+        Journey {
+            trace_id,
+            spans,
+            children,
+            roots,
+        }
+    }
+
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    fn parent_of(&self, i: usize) -> Option<usize> {
+        self.children
+            .iter()
+            .find(|(_, c)| c.contains(&i))
+            .map(|(p, _)| *p)
+    }
+
+    /// Index of a span by id.
+    pub fn index(&self, id: &str) -> Option<usize> {
+        self.spans.iter().position(|s| s.id == id)
+    }
+
+    /// True when span `ancestor` is `descendant` or above it in the tree.
+    pub fn is_ancestor(&self, ancestor: usize, descendant: usize) -> bool {
+        let mut cur = Some(descendant);
+        let mut steps = 0;
+        while let Some(c) = cur {
+            if c == ancestor {
+                return true;
+            }
+            steps += 1;
+            if steps > self.spans.len() {
+                return false;
+            }
+            cur = self.parent_of(c);
+        }
+        false
+    }
+
+    /// The services in order of their first span.
+    pub fn services(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.spans {
+            if !s.service().is_empty() && !out.iter().any(|x| x == s.service()) {
+                out.push(s.service().to_string());
+            }
+        }
+        out
+    }
+
+    /// First span start → last span end, in microseconds.
+    pub fn total_us(&self) -> u64 {
+        let start = self.spans.iter().map(Span::start).min().unwrap_or(0);
+        let end = self.spans.iter().map(Span::end).max().unwrap_or(0);
+        end.saturating_sub(start)
+    }
+
+    /// Every Kafka hop: each CONSUMER span with its nearest PRODUCER ancestor.
+    pub fn hops(&self) -> Vec<Hop> {
+        let mut hops = Vec::new();
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.kind() != "CONSUMER" {
+                continue;
+            }
+            let mut cur = self.parent_of(i);
+            while let Some(p) = cur {
+                let ps = &self.spans[p];
+                if ps.kind() == "PRODUCER" {
+                    hops.push(Hop {
+                        from_service: ps.service().to_string(),
+                        to_service: s.service().to_string(),
+                        topic: ps
+                            .tag("messaging.destination.name")
+                            .map(str::to_string)
+                            .unwrap_or_else(|| ps.name().trim_start_matches("send ").to_string()),
+                        queue_us: s.start() as i64 - ps.end() as i64,
+                        send_span: ps.id.clone(),
+                        process_span: s.id.clone(),
+                    });
+                    break;
+                }
+                cur = self.parent_of(p);
+            }
+        }
+        hops
+    }
+
+    /// The tree/timeline as text; `color` adds ANSI colours (use it on a TTY only).
+    pub fn render(&self, color: bool) -> String {
+        let paint = |code: &str, text: &str| {
+            if color {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text.to_string()
+            }
+        };
+        let t0 = self.spans.iter().map(Span::start).min().unwrap_or(0);
+        let queue_of: BTreeMap<&str, i64> = self
+            .hops()
+            .into_iter()
+            .map(|h| {
+                (
+                    self.spans[self.index(&h.process_span).unwrap_or(0)]
+                        .id
+                        .as_str(),
+                    h.queue_us,
+                )
+            })
+            .collect();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "trace {}  ({} spans, services: {})",
+            paint("1", &self.trace_id),
+            self.spans.len(),
+            self.services().join(" → ")
+        );
+        let _ = writeln!(out, "{:>10}  {:>10}  span", "start", "duration");
+        let mut stack: Vec<(usize, String, bool)> = self
+            .roots
+            .iter()
+            .rev()
+            .map(|&r| (r, String::new(), true))
+            .collect();
+        // Roots are printed without a branch; children with ├─ / └─.
+        let mut first_level = true;
+        while let Some((i, prefix, last)) = stack.pop() {
+            let s = &self.spans[i];
+            let is_root = self.roots.contains(&i);
+            let branch = if is_root {
+                String::new()
+            } else if last {
+                "└─ ".to_string()
+            } else {
+                "├─ ".to_string()
+            };
+            let kind = if s.kind().is_empty() {
+                "INTERNAL"
+            } else {
+                s.kind()
+            };
+            let name = if s.is_error() {
+                paint("31", s.name())
+            } else {
+                s.name().to_string()
+            };
+            let mut line = format!(
+                "{:>10}  {:>10}  {prefix}{branch}{} {} {name}",
+                format!("+{}", fmt_us(s.start().saturating_sub(t0) as i64)),
+                fmt_us(s.duration.unwrap_or(0) as i64),
+                paint("36", s.service()),
+                paint("2", kind),
+            );
+            if let Some(q) = queue_of.get(s.id.as_str()) {
+                let _ = write!(
+                    line,
+                    "  {}",
+                    paint("33", &format!("[queued {}]", fmt_us(*q)))
+                );
+            }
+            if s.is_error() {
+                let _ = write!(line, "  {}", paint("31", "ERROR"));
+            }
+            let _ = writeln!(out, "{line}");
+            let child_prefix = if is_root {
+                prefix.clone()
+            } else if last {
+                format!("{prefix}   ")
+            } else {
+                format!("{prefix}│  ")
+            };
+            if let Some(kids) = self.children.get(&i) {
+                for (n, &k) in kids.iter().enumerate().rev() {
+                    stack.push((k, child_prefix.clone(), n == kids.len() - 1));
+                }
+            }
+            first_level = false;
+        }
+        let _ = first_level;
+        let hops = self.hops();
+        if !hops.is_empty() {
+            let _ = writeln!(out, "hops:");
+            for h in &hops {
+                let _ = writeln!(
+                    out,
+                    "  {} → {} via {}: queued {}",
+                    h.from_service,
+                    h.to_service,
+                    h.topic,
+                    paint("33", &fmt_us(h.queue_us))
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "total latency: {}",
+            paint("1", &fmt_us(self.total_us() as i64))
+        );
+        out
+    }
+}
+
+/// Microseconds as a short human duration: `850µs`, `12.3ms`, `1.25s`.
+pub fn fmt_us(us: i64) -> String {
+    let a = us.unsigned_abs();
+    let sign = if us < 0 { "-" } else { "" };
+    if a < 1_000 {
+        format!("{sign}{a}µs")
+    } else if a < 1_000_000 {
+        format!("{sign}{:.1}ms", a as f64 / 1_000.0)
+    } else {
+        format!("{sign}{:.2}s", a as f64 / 1_000_000.0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::zipkin::Endpoint;
+
+    pub(crate) fn span(
+        id: &str,
+        parent: Option<&str>,
+        service: &str,
+        kind: &str,
+        name: &str,
+        ts: u64,
+        dur: u64,
+    ) -> Span {
+        Span {
+            trace_id: "t1".into(),
+            id: id.into(),
+            parent_id: parent.map(str::to_string),
+            name: Some(name.into()),
+            kind: (!kind.is_empty()).then(|| kind.to_string()),
+            timestamp: Some(ts),
+            duration: Some(dur),
+            local_endpoint: Some(Endpoint {
+                service_name: Some(service.into()),
+            }),
+            remote_endpoint: None,
+            tags: Default::default(),
+        }
+    }
+
+    pub(crate) fn journey_spans() -> Vec<Span> {
+        vec![
+            span(
+                "a",
+                None,
+                "producer",
+                "SERVER",
+                "post /messages",
+                1_000,
+                10_000,
+            ),
+            span(
+                "b",
+                Some("a"),
+                "producer",
+                "PRODUCER",
+                "send messages",
+                2_000,
+                5_000,
+            ),
+            span(
+                "c",
+                Some("b"),
+                "relay",
+                "CONSUMER",
+                "process messages",
+                9_000,
+                3_000,
+            ),
+            span(
+                "d",
+                Some("c"),
+                "relay",
+                "PRODUCER",
+                "send messages.processed",
+                10_000,
+                1_000,
+            ),
+            span(
+                "e",
+                Some("d"),
+                "sink",
+                "CONSUMER",
+                "process messages.processed",
+                14_000,
+                2_000,
+            ),
+        ]
+    }
+
+    #[test]
+    fn hops_queue_times_and_total_latency() {
+        let j = Journey::new(journey_spans());
+        let hops = j.hops();
+        assert_eq!(hops.len(), 2);
+        assert_eq!(
+            (hops[0].from_service.as_str(), hops[0].to_service.as_str()),
+            ("producer", "relay")
+        );
+        assert_eq!(hops[0].queue_us, 9_000 - 7_000);
+        assert_eq!(hops[0].topic, "messages");
+        assert_eq!(hops[1].queue_us, 14_000 - 11_000);
+        assert_eq!(j.total_us(), 16_000 - 1_000);
+        assert_eq!(j.services(), vec!["producer", "relay", "sink"]);
+        assert!(j.is_ancestor(0, 4));
+        assert!(!j.is_ancestor(4, 0));
+    }
+
+    #[test]
+    fn the_rendering_is_a_tree_without_colour_unless_asked() {
+        let j = Journey::new(journey_spans());
+        let text = j.render(false);
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains("└─ relay CONSUMER process messages  [queued 2.0ms]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("producer → relay via messages: queued 2.0ms"),
+            "{text}"
+        );
+        assert!(text.contains("total latency: 15.0ms"), "{text}");
+        assert!(j.render(true).contains("\x1b["));
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(fmt_us(850), "850µs");
+        assert_eq!(fmt_us(12_345), "12.3ms");
+        assert_eq!(fmt_us(1_250_000), "1.25s");
+        assert_eq!(fmt_us(-2_000), "-2.0ms");
+    }
+}

@@ -1,0 +1,217 @@
+//! Zipkin's v2 span model and the few query-API calls journeyctl needs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One span as Zipkin's v2 API returns it (times in microseconds).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    pub trace_id: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_endpoint: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_endpoint: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+impl Span {
+    /// `localEndpoint.serviceName` (Zipkin lower-cases it), or "".
+    pub fn service(&self) -> &str {
+        self.local_endpoint
+            .as_ref()
+            .and_then(|e| e.service_name.as_deref())
+            .unwrap_or("")
+    }
+    /// `remoteEndpoint.serviceName` (from `peer.service`), or "".
+    pub fn remote_service(&self) -> &str {
+        self.remote_endpoint
+            .as_ref()
+            .and_then(|e| e.service_name.as_deref())
+            .unwrap_or("")
+    }
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+    /// `SERVER`, `CLIENT`, `PRODUCER`, `CONSUMER`, or "" for internal spans.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or("")
+    }
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+    /// Start in microseconds since the epoch (0 when unknown).
+    pub fn start(&self) -> u64 {
+        self.timestamp.unwrap_or(0)
+    }
+    /// End in microseconds since the epoch.
+    pub fn end(&self) -> u64 {
+        self.start() + self.duration.unwrap_or(0)
+    }
+    /// True when the span records an error (`error` tag, or `otel.status_code=ERROR`).
+    pub fn is_error(&self) -> bool {
+        self.tags.contains_key("error") || self.tag("otel.status_code") == Some("ERROR")
+    }
+}
+
+/// Errors talking to Zipkin.
+#[derive(Debug, thiserror::Error)]
+pub enum ZipkinError {
+    #[error("zipkin {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("zipkin {url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+}
+
+/// Zipkin's query API at a base URL such as `http://zipkin:9411`.
+#[derive(Debug, Clone)]
+pub struct ZipkinClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ZipkinClient {
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        ZipkinClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The UI page of a trace.
+    pub fn trace_page(&self, trace_id: &str) -> String {
+        format!("{}/zipkin/traces/{trace_id}", self.base)
+    }
+
+    async fn get(
+        &self,
+        url: String,
+        query: &[(&str, String)],
+    ) -> Result<Option<reqwest::Response>, ZipkinError> {
+        let resp = self
+            .http
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|source| ZipkinError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(ZipkinError::Status {
+                url,
+                status: resp.status(),
+            });
+        }
+        Ok(Some(resp))
+    }
+
+    /// The spans of a trace; `None` when Zipkin does not know it (yet).
+    pub async fn trace(&self, trace_id: &str) -> Result<Option<Vec<Span>>, ZipkinError> {
+        let url = format!("{}/api/v2/trace/{trace_id}", self.base);
+        match self.get(url.clone(), &[]).await? {
+            None => Ok(None),
+            Some(r) => Ok(Some(
+                r.json()
+                    .await
+                    .map_err(|source| ZipkinError::Http { url, source })?,
+            )),
+        }
+    }
+
+    /// Recent traces in which `service` took part (newest first), within `lookback`.
+    pub async fn traces(
+        &self,
+        service: &str,
+        lookback: Duration,
+        limit: u32,
+    ) -> Result<Vec<Vec<Span>>, ZipkinError> {
+        let url = format!("{}/api/v2/traces", self.base);
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let query = [
+            ("serviceName", service.to_string()),
+            ("lookback", lookback.as_millis().to_string()),
+            ("endTs", end.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        let mut traces: Vec<Vec<Span>> = match self.get(url.clone(), &query).await? {
+            None => Vec::new(),
+            Some(r) => r
+                .json()
+                .await
+                .map_err(|source| ZipkinError::Http { url, source })?,
+        };
+        traces.sort_by_key(|t| std::cmp::Reverse(t.iter().map(Span::start).min().unwrap_or(0)));
+        Ok(traces)
+    }
+
+    /// The id of the most recent trace `service` took part in.
+    pub async fn last_trace_id(
+        &self,
+        service: &str,
+        lookback: Duration,
+    ) -> Result<Option<String>, ZipkinError> {
+        Ok(self
+            .traces(service, lookback, 10)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|t| t.first().map(|s| s.trace_id.clone())))
+    }
+
+    /// `GET /health` says `UP`.
+    pub async fn healthy(&self) -> Result<bool, ZipkinError> {
+        let url = format!("{}/health", self.base);
+        match self.get(url.clone(), &[]).await? {
+            None => Ok(false),
+            Some(r) => Ok(r
+                .text()
+                .await
+                .map_err(|source| ZipkinError::Http { url, source })?
+                .contains("UP")),
+        }
+    }
+}

@@ -453,22 +453,32 @@ impl ControlPlane {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `kubectl apply -f -` with `manifest` on stdin, for manifests made in a test.
-    pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
+    /// Runs kubectl with `args` and `input` on its stdin; the [`Output`] whatever its status.
+    pub fn kubectl_stdin<I, S>(&self, args: I, input: &str) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = self
             .kubectl_command()
-            .args(["apply", "-f", "-"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("running kubectl apply")?;
-        child
+            .context("running kubectl")?;
+        // A write error (kubectl exited early) shows in its output and status.
+        let _ = child
             .stdin
             .take()
             .context("kubectl stdin")?
-            .write_all(manifest.as_bytes())?;
-        let out = child.wait_with_output()?;
+            .write_all(input.as_bytes());
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `kubectl apply -f -` with `manifest` on stdin, for manifests made in a test.
+    pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
+        let out = self.kubectl_stdin(["apply", "-f", "-"], manifest)?;
         ensure!(
             out.status.success(),
             "kubectl apply failed ({}): {}",
@@ -476,6 +486,24 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A `helm` command (`HELM` from the installer) on this control plane: its kubeconfig, and
+    /// Helm's cache, config and data directories inside this control plane's directory, so
+    /// nothing is read from or written to the user's own Helm setup.
+    pub fn helm_command(&self) -> Result<Command> {
+        let helm = Tools::load()?.path("HELM", "helm")?;
+        let home = self.dir.path().join("helm");
+        let mut cmd = Command::new(helm);
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .env_remove("KUBECONFIG")
+            .env_remove("HELM_NAMESPACE")
+            .env_remove("HELM_KUBECONTEXT")
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .stdin(Stdio::null());
+        Ok(cmd)
     }
 }
 

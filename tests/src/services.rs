@@ -67,11 +67,11 @@ pub async fn seed_topics(stack: &Stack) -> Result<()> {
         .await
         .context("seeding topics")?;
     say!(
-        "topics seeded from {}: {:?}",
+        "topics seeded from {} (changed: {}): {:?}",
         values.display(),
+        report.changed(),
         topics.iter().map(|t| &t.name).collect::<Vec<_>>()
     );
-    drop(report);
     Ok(())
 }
 

@@ -247,18 +247,14 @@ impl Zipkin {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let url = format!("{}/health", self.url());
-        let http = reqwest::Client::new();
+        let client = journeyctl::zipkin::ZipkinClient::new(self.url());
         let proc = &mut self.proc;
         wait_until("zipkin", READY_TIMEOUT, || {
             let early = proc.ensure_running();
-            let req = http.get(&url).timeout(Duration::from_secs(2)).send();
+            let health = client.healthy();
             async move {
                 early?;
-                let resp = req.await?;
-                let ok = resp.status().is_success();
-                let body = resp.text().await.unwrap_or_default();
-                Ok(ok && body.contains("UP"))
+                Ok(health.await?)
             }
         })
         .await

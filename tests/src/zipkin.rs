@@ -1,64 +1,16 @@
-//! A small client for Zipkin's v2 query API.
+//! Zipkin's v2 query API for the tests: journeyctl's client and span model, plus the calls
+//! only tests need (waiting for a complete trace, dependencies, services, span queries).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use journeyctl::zipkin::ZipkinClient;
 use serde::Deserialize;
 
 use crate::process::wait_until;
 
-/// One span as Zipkin's v2 API returns it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Span {
-    pub trace_id: String,
-    pub id: String,
-    #[serde(default)]
-    pub parent_id: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub timestamp: Option<u64>,
-    #[serde(default)]
-    pub duration: Option<u64>,
-    #[serde(default)]
-    pub local_endpoint: Option<Endpoint>,
-    #[serde(default)]
-    pub remote_endpoint: Option<Endpoint>,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Endpoint {
-    #[serde(default)]
-    pub service_name: Option<String>,
-}
-
-impl Span {
-    pub fn service(&self) -> &str {
-        self.local_endpoint
-            .as_ref()
-            .and_then(|e| e.service_name.as_deref())
-            .unwrap_or("")
-    }
-    pub fn remote_service(&self) -> &str {
-        self.remote_endpoint
-            .as_ref()
-            .and_then(|e| e.service_name.as_deref())
-            .unwrap_or("")
-    }
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
-    }
-    pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.get(key).map(String::as_str)
-    }
-}
+/// Zipkin's span model is journeyctl's (one definition for the tool and the tests).
+pub use journeyctl::zipkin::{Endpoint, Span};
 
 /// A dependency-graph edge.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -75,12 +27,15 @@ pub struct Link {
 pub struct ZipkinApi {
     base: String,
     http: reqwest::Client,
+    client: ZipkinClient,
 }
 
 impl ZipkinApi {
     pub fn new(base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
         ZipkinApi {
-            base: base.into().trim_end_matches('/').to_string(),
+            client: ZipkinClient::new(base.clone()),
+            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -90,20 +45,7 @@ impl ZipkinApi {
 
     /// The spans of a trace, or `None` when Zipkin does not know it (404).
     pub async fn trace(&self, trace_id: &str) -> Result<Option<Vec<Span>>> {
-        let url = format!("{}/api/v2/trace/{trace_id}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .context("zipkin: GET trace")?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            bail!("zipkin: GET {url} answered {}", resp.status());
-        }
-        Ok(Some(resp.json().await.context("zipkin: decoding trace")?))
+        Ok(self.client.trace(trace_id).await?)
     }
 
     /// Polls until the trace satisfies `complete` (e.g. has all expected spans).

@@ -6,6 +6,8 @@
 //! Pods are held back with a nodeSelector no node has (the pod is `Unschedulable`); labelling
 //! the fake node later lets the scheduler place it and kwok make it Ready.
 
+#![allow(clippy::expect_used)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -293,7 +293,7 @@ async fn journey(a: JourneyArgs) -> u8 {
 }
 
 async fn load(a: LoadArgs) -> u8 {
-    if !(a.rate > 0.0) || a.duration.is_zero() || a.concurrency == 0 {
+    if a.rate.is_nan() || a.rate <= 0.0 || a.duration.is_zero() || a.concurrency == 0 {
         return crate::cli::usage_error("--rate, --duration and --concurrency must be positive");
     }
     let client = ProducerClient::new(&a.producer_url, Duration::from_secs(30));

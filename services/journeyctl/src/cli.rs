@@ -333,6 +333,7 @@ pub fn usage_error(msg: impl std::fmt::Display) -> u8 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -267,6 +267,7 @@ pub fn fmt_us(us: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
     use crate::zipkin::Endpoint;

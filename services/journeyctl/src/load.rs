@@ -161,7 +161,12 @@ pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> LoadSummary {
     if let Some(bar) = bar {
         bar.abort();
         if std::io::stderr().is_terminal() {
-            eprintln!();
+            let (s, a, e) = (
+                sent.load(Ordering::Relaxed),
+                acked.load(Ordering::Relaxed),
+                errors.load(Ordering::Relaxed),
+            );
+            eprintln!("\r[{}] {s}/{total} sent  {a} acked  {e} errors ", "#".repeat(30));
         }
     }
     let elapsed = started.elapsed();
@@ -195,6 +200,7 @@ fn rand_u32() -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -208,6 +208,7 @@ pub fn check(spans: &[Span], hops: &[HopSpec]) -> Verdict {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::journey::tests::{journey_spans, span};

@@ -505,10 +505,10 @@ pub async fn wait_workloads(
     let mut last_print_at = Instant::now();
     let mut forbidden: Option<(String, Instant)> = None;
     loop {
-        if let Some((what, since)) = &forbidden {
-            if since.elapsed() >= FORBIDDEN_GRACE || Instant::now() >= deadline {
-                return Err(WaitError::Forbidden(what.clone()));
-            }
+        if let Some((what, since)) = &forbidden
+            && (since.elapsed() >= FORBIDDEN_GRACE || Instant::now() >= deadline)
+        {
+            return Err(WaitError::Forbidden(what.clone()));
         }
         let pending = {
             let mut p = pending_lines(&watched, &pods, pods_synced);
@@ -727,6 +727,7 @@ fn short_http_error(e: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{

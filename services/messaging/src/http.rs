@@ -46,11 +46,10 @@ pub fn extract(headers: &HeaderMap) -> Context {
 /// span is first entered (e.g. in tower-http's `make_span_with`). Without a usable
 /// `traceparent` the span stays a new root.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    let cx = extract(headers);
-    if cx.span().span_context().is_valid() || cx.has_active_span() {
-        // Errors only mean tracing is disabled (no OpenTelemetry layer): nothing to continue.
-        let _ = span.set_parent(cx);
-    }
+    // Extracted from an empty context: without a usable traceparent it holds no span (the span
+    // becomes a root) but still carries the caller's baggage. Errors only mean tracing is
+    // disabled (no OpenTelemetry layer): nothing to continue.
+    let _ = span.set_parent(extract(headers));
 }
 
 /// Writes `span`'s context into outgoing request headers (for clients such as journeyctl).

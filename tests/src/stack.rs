@@ -200,8 +200,18 @@ pub fn broker_count(bootstrap: &str) -> Result<usize> {
     Ok(md.brokers().len())
 }
 
-/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 characters).
+/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 characters),
+/// never starting with `-` (the storage tool would read it as an option).
 fn cluster_id() -> String {
+    loop {
+        let id = random_base64_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn random_base64_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes: [u8; 16] = rand::random();
     let mut bits = 0u32;
@@ -458,6 +468,7 @@ mod tests {
         let a = cluster_id();
         let b = cluster_id();
         assert_eq!(a.len(), 22);
+        assert!((0..500).all(|_| !cluster_id().starts_with('-')));
         assert!(
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

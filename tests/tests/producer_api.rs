@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
             health_and_readiness_answer_while_kafka_is_reachable,
             an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
+            spans_also_reach_zipkin_over_otlp_http_protobuf,
         ],
     )
 }
@@ -439,4 +440,41 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
         }
     }
     Ok(())
+}
+
+fn spans_also_reach_zipkin_over_otlp_http_protobuf(api: &Api) -> Result<()> {
+    block_on(async {
+        let http_url = api.stack.collector.otlp_http_url();
+        let mut producer = Service::producer(
+            &api.stack,
+            "producer-http",
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", http_url.as_str()),
+            ],
+        )
+        .await?;
+        let a = post(
+            &format!("{}/messages", producer.url()),
+            Some("application/json"),
+            br#"{"payload": "over http"}"#.to_vec(),
+            &[],
+        )
+        .await?;
+        let trace_id = a.trace_id()?;
+        let spans = journey_tests::zipkin::ZipkinApi::new(api.stack.zipkin.url())
+            .wait_for_trace(&trace_id, journey_tests::services::TRACE_TIMEOUT, |s| {
+                journey_tests::services::has_spans(s, &["post /messages", "send messages"])
+            })
+            .await?;
+        ensure!(
+            spans.iter().all(|s| s.service() == "producer-http"),
+            "service names: {spans:?}"
+        );
+        // A graceful stop flushes and shuts the HTTP exporter down without panicking.
+        producer.process().signal(libc::SIGTERM)?;
+        let status = producer.process_mut().wait_exit(Duration::from_secs(20))?;
+        ensure!(status.success(), "exit after SIGTERM: {status}");
+        Ok(())
+    })
 }

@@ -166,7 +166,10 @@ pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> LoadSummary {
                 acked.load(Ordering::Relaxed),
                 errors.load(Ordering::Relaxed),
             );
-            eprintln!("\r[{}] {s}/{total} sent  {a} acked  {e} errors ", "#".repeat(30));
+            eprintln!(
+                "\r[{}] {s}/{total} sent  {a} acked  {e} errors ",
+                "#".repeat(30)
+            );
         }
     }
     let elapsed = started.elapsed();

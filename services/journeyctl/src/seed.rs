@@ -507,7 +507,10 @@ async fn reconcile_configs(
     for r in results {
         if let Err((spec, code)) = r {
             return Err(SeedError::Topic {
-                topic: format!("{spec:?}"),
+                topic: match spec {
+                    rdkafka::admin::OwnedResourceSpecifier::Topic(name) => name,
+                    other => format!("{other:?}"),
+                },
                 op: "alter configs",
                 code,
             });
@@ -544,7 +547,10 @@ async fn existing_topics(
             .collect())
     })
     .await
-    .map_err(|e| SeedError::Metadata(KafkaError::Canceled).with_context_of(e))?
+    .map_err(|e| SeedError::Inconsistent {
+        topic: String::new(),
+        why: format!("the metadata task failed: {e}"),
+    })?
 }
 
 /// Polls metadata until every named topic is listed (without error), up to [`REQUEST_TIMEOUT`].
@@ -570,15 +576,6 @@ async fn wait_for_topics(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
-impl SeedError {
-    fn with_context_of(self, join: tokio::task::JoinError) -> SeedError {
-        SeedError::Inconsistent {
-            topic: String::new(),
-            why: format!("metadata task failed: {join} ({self})"),
-        }
     }
 }
 

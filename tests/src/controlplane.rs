@@ -8,6 +8,9 @@
 //!   its stock Stages, plus one fake Node managed by kwok, so Deployments and StatefulSets get
 //!   Pods that are scheduled and turn Ready (no container ever runs; PVCs never bind).
 //!
+//! [`ControlPlane::kubectl_command`] and [`ControlPlane::helm_command`] run kubectl and Helm on
+//! it with its kubeconfig only (Helm's cache, config and data dirs are this control plane's).
+//!
 //! Binaries come from `scripts/install-tools.sh controlplane` (see `$JOURNEY_CACHE/env.d/
 //! controlplane.env`). Every process is a [`Managed`] child: killed with its process group when
 //! the control plane is dropped (or the harness dies), and recorded in the PID ledger.
@@ -38,6 +41,8 @@ pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 
 /// kwok's stock Stages the full control plane loads, relative to `KWOK_STAGES`:
 /// nodes initialise at once and keep a lease; pods get Ready, complete, and go when deleted.
+/// `pod-ready` also reports every init container `terminated: Completed` (exit 0; a sidecar,
+/// `restartPolicy: Always`, as running), so pods with init containers turn Ready too.
 pub const KWOK_STAGE_FILES: &[&str] = &[
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -109,7 +114,7 @@ impl ControlPlane {
         // The admin: a static token in group system:masters (bypasses RBAC, like kubeadm's admin).
         let token = format!("{:032x}", rand::random::<u128>());
         let tokens = root.join("tokens.csv");
-        std::fs::write(
+        write_private(
             &tokens,
             format!("{token},journey-admin,journey-admin,\"system:masters\"\n"),
         )?;
@@ -162,7 +167,7 @@ impl ControlPlane {
         // `ca.crt` once it exists (the kubeconfig and the controller-manager's root CA).
         let ca_file = pki.join("ca.crt");
         let kubeconfig = root.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&server_url, &ca_file, &token))?;
+        write_private(&kubeconfig, kubeconfig_yaml(&server_url, &ca_file, &token))?;
 
         let mut cp = ControlPlane {
             kwok: None,
@@ -511,6 +516,20 @@ impl Fixture for ControlPlane {
     fn logs_dirs(&self) -> Vec<PathBuf> {
         vec![self.logs_dir()]
     }
+}
+
+/// Writes `contents` to a new file only its owner may read: it holds the admin token (and Helm 3
+/// warns about a group- or world-readable kubeconfig).
+fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_ref())?;
+    Ok(())
 }
 
 /// Writes the CA of the API server's self-signed bundle (`serving cert, CA`) to `ca_file`;

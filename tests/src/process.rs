@@ -143,16 +143,14 @@ impl Managed {
             return;
         };
         let pgid = child.id() as libc::pid_t;
-        if child.try_wait().ok().flatten().is_none() {
-            if !self.grace.is_zero() {
-                sys::kill(-pgid, libc::SIGTERM);
-                let deadline = Instant::now() + self.grace;
-                while Instant::now() < deadline {
-                    if child.try_wait().ok().flatten().is_some() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(25));
+        if child.try_wait().ok().flatten().is_none() && !self.grace.is_zero() {
+            sys::kill(-pgid, libc::SIGTERM);
+            let deadline = Instant::now() + self.grace;
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(25));
             }
         }
         // Kill whatever is left of the group (also children of an exited leader).

@@ -472,12 +472,20 @@ pub fn render_tree(spans: &[Span]) -> String {
             .collect();
         children.sort_by_key(|s| s.timestamp.unwrap_or(0));
         for s in children {
+            let kafka = match (
+                s.tag("messaging.destination.partition.id"),
+                s.tag("messaging.kafka.offset"),
+            ) {
+                (Some(p), Some(o)) => format!(" partition {p} offset {o}"),
+                _ => String::new(),
+            };
             out.push_str(&format!(
-                "{}{} [{}] {}{}\n",
+                "{}{} [{}] {}{}{}\n",
                 "  ".repeat(depth),
                 s.name(),
                 s.kind.as_deref().unwrap_or("INTERNAL"),
                 s.service(),
+                kafka,
                 if s.tags.contains_key("error") {
                     " (error)"
                 } else {

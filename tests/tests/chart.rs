@@ -1548,20 +1548,40 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
         // skaffold's template key: artifact name with `/ - . :` turned into `_`.
         images.insert(image.replace(['/', '-', '.', ':'], "_"), image.to_string());
     }
-    let mut releases: Vec<&serde_json::Value> = config["manifests"]["helm"]["releases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
+    // The base releases, and each profile's: its own `manifests`, or the base with its JSON
+    // patches applied (how the minikube profile adds the minimal sizing).
+    let mut variants = vec![config.clone()];
     for p in config["profiles"].as_array().into_iter().flatten() {
-        releases.extend(
-            p["manifests"]["helm"]["releases"]
+        let mut variant = config.clone();
+        if p["manifests"].is_object() {
+            variant["manifests"] = p["manifests"].clone();
+        }
+        for patch in p["patches"].as_array().into_iter().flatten() {
+            apply_patch(&mut variant, patch)
+                .with_context(|| format!("profile {}: patch {patch}", p["name"]))?;
+        }
+        variants.push(variant);
+    }
+    let releases: Vec<&serde_json::Value> = variants
+        .iter()
+        .flat_map(|v| {
+            v["manifests"]["helm"]["releases"]
                 .as_array()
                 .into_iter()
-                .flatten(),
-        );
-    }
+                .flatten()
+        })
+        .collect();
     ensure!(!releases.is_empty(), "no helm release in skaffold.yaml");
+    ensure!(
+        releases.iter().any(|r| {
+            r["valuesFiles"].as_array().is_some_and(|files| {
+                files
+                    .iter()
+                    .any(|f| f.as_str() == Some("charts/journey/ci/minimal-values.yaml"))
+            })
+        }),
+        "no skaffold profile installs the chart with ci/minimal-values.yaml (minikube)"
+    );
     for r in releases {
         ensure!(
             repo_root()
@@ -1625,6 +1645,40 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
         profiles.contains("kind") && profiles.contains("minikube"),
         "profiles kind and minikube"
     );
+    Ok(())
+}
+
+/// Applies one skaffold profile JSON patch (`op: add` or `replace`, RFC 6902 pointer) to `doc`.
+fn apply_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) -> Result<()> {
+    let op = patch["op"].as_str().unwrap_or("");
+    ensure!(op == "add" || op == "replace", "unsupported op {op:?}");
+    let path = patch["path"].as_str().context("patch without path")?;
+    let mut parts: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let last = parts.pop().context("empty patch path")?;
+    let mut target = &mut *doc;
+    for part in &parts {
+        target = match target {
+            serde_json::Value::Array(a) => a
+                .get_mut(part.parse::<usize>()?)
+                .with_context(|| format!("{path}: no index {part}"))?,
+            other => other
+                .get_mut(part.as_str())
+                .with_context(|| format!("{path}: no key {part}"))?,
+        };
+    }
+    let value = patch["value"].clone();
+    match target {
+        serde_json::Value::Array(a) if last == "-" => a.push(value),
+        serde_json::Value::Array(a) => a.insert(last.parse()?, value),
+        serde_json::Value::Object(o) => {
+            o.insert(last, value);
+        }
+        _ => bail!("{path}: parent is neither an object nor an array"),
+    }
     Ok(())
 }
 

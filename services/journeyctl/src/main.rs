@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     };
     // A command-line tool: quiet logs unless RUST_LOG asks, and no exporter (and no export
     // errors) unless an OTLP endpoint is configured.
+    // stdout is journeyctl's output (trees, JSON): logs go to stderr.
+    settings.log_to_stderr = true;
     if std::env::var_os("RUST_LOG").is_none() {
         settings.log_filter = "warn".into();
     }
@@ -27,35 +29,15 @@ fn main() -> ExitCode {
             .find_subcommand(cli.command.name())
             .cloned()
             .unwrap_or_else(journeyctl::cli::command);
-        return match journey_telemetry::print_config(&cli, &settings, &sub) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("journeyctl: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return journey_telemetry::print_config_exit("journeyctl", &cli, &settings, &sub);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("journeyctl: starting the runtime: {e}");
-            return ExitCode::from(exit::FAILED);
+    match journey_telemetry::run_with_telemetry("journeyctl", &settings, || {
+        journeyctl::app::run(cli)
+    }) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(exit::USAGE)
         }
-    };
-    let code = runtime.block_on(async move {
-        let mut guard = match journey_telemetry::init(&settings) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("journeyctl: telemetry: {e}");
-                return exit::USAGE;
-            }
-        };
-        let code = journeyctl::app::run(cli).await;
-        let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
-        code
-    });
-    ExitCode::from(code)
+    }
 }

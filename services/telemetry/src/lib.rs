@@ -9,7 +9,8 @@
 //!   down when dropped.
 //! - [`Metrics`] holds the Journey instruments (messages produced/consumed/failed/DLQ'd,
 //!   processing duration).
-//! - [`print_config`] implements every binary's `--print-config` contract.
+//! - [`print_config`] implements every binary's `--print-config` contract; [`serve`] and
+//!   [`run_with_telemetry`] are the rest of a binary's `main` (runtime, telemetry, flush).
 //!
 //! This crate never touches the propagation API: `journey-messaging` owns trace-context
 //! injection and extraction.
@@ -31,8 +32,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod logfmt;
+mod main_support;
 
 pub use logfmt::current_trace_ids;
+pub use main_support::{print_config_exit, run_with_telemetry, serve};
 
 /// Every environment variable telemetry reads (directly or through the OpenTelemetry SDK).
 pub const ENV_VARS: &[&str] = &[
@@ -108,6 +111,9 @@ pub struct TelemetrySettings {
     /// `RUST_LOG`, default `info`.
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Log lines go to stderr instead of stdout: for command-line tools whose stdout is their
+    /// output (journeyctl). Services log to stdout, as containers expect. Not from the env.
+    pub log_to_stderr: bool,
 }
 
 impl TelemetrySettings {
@@ -187,6 +193,7 @@ impl TelemetrySettings {
             bsp_schedule_delay_ms: millis("OTEL_BSP_SCHEDULE_DELAY")?,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_string()),
             log_format,
+            log_to_stderr: false,
         })
     }
 }
@@ -248,7 +255,8 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
     let log_filter = EnvFilter::try_new(&settings.log_filter)?;
 
     if settings.sdk_disabled {
-        let fmt_layer = logfmt::layer(settings.log_format).with_filter(log_filter);
+        let fmt_layer =
+            logfmt::layer(settings.log_format, settings.log_to_stderr).with_filter(log_filter);
         tracing_subscriber::registry().with(fmt_layer).try_init()?;
         return Ok(TelemetryGuard {
             tracer: None,
@@ -300,7 +308,8 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
         .with_target(false)
         .with_filter(EnvFilter::try_new(OTEL_FILTER)?);
 
-    let fmt_layer = logfmt::layer(settings.log_format).with_filter(log_filter);
+    let fmt_layer =
+        logfmt::layer(settings.log_format, settings.log_to_stderr).with_filter(log_filter);
     tracing_subscriber::registry()
         .with(otel_layer)
         .with(fmt_layer)

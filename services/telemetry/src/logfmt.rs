@@ -10,6 +10,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::LogFormat;
@@ -25,17 +26,22 @@ pub fn current_trace_ids() -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
-pub(crate) fn layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
+pub(crate) fn layer<S>(
+    format: LogFormat,
+    to_stderr: bool,
+) -> Box<dyn Layer<S> + Send + Sync + 'static>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
 {
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stdout)
-            .event_format(JsonLines)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stdout)
+        LogFormat::Json => layer.event_format(JsonLines).boxed(),
+        LogFormat::Pretty => layer
             .event_format(Pretty(format::Format::default()))
             .boxed(),
     }

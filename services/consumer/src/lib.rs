@@ -415,14 +415,7 @@ async fn readyz(State(h): State<Health>) -> Response {
     let consumer = h.consumer.clone();
     let topic = h.topic.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(2))
-            .map_err(|e| format!("Kafka metadata: {e}"))?;
-        match md.topics().iter().find(|t| t.name() == topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            Some(t) => Err(format!("topic {topic}: {:?}", t.error())),
-            None => Err(format!("topic {topic} not found")),
-        }
+        journey_messaging::readiness::check_topic(consumer.client(), &topic)
     })
     .await
     .map_err(|e| e.to_string())

@@ -9,6 +9,7 @@
 //! - [`propagation`]: inject the current trace context into rdkafka [`OwnedHeaders`]
 //!   (keeping other headers and their order) and extract it back, tolerating anything a
 //!   broker may hand us.
+//! - [`readiness`]: the Kafka check behind the services' `/readyz`.
 //! - [`http`]: the same for HTTP requests (`traceparent` in, `traceresponse` out).
 //! - [`spans`]: `send {topic}` (PRODUCER) and `process {topic}` (CONSUMER) spans named and
 //!   attributed per the current messaging semantic conventions, a traced send helper, and
@@ -20,6 +21,7 @@
 mod config;
 pub mod http;
 pub mod propagation;
+pub mod readiness;
 pub mod spans;
 
 pub use config::{KafkaArgs, KafkaEndpoint};

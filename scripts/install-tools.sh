@@ -13,6 +13,13 @@ ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane)
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=("${ALL[@]}")
 
+# Prerequisites the README lists, checked before any work so that a missing one fails at once.
+need cargo "install Rust 1.89+ (https://rustup.rs)"
+need_java17
+need mvn "install Apache Maven 3.8+ (Debian: apt-get install maven)"
+need go "install Go 1.24+ (https://go.dev/doc/install)"
+need python3 "install Python 3.9+ (Debian: apt-get install python3 python3-venv)"
+
 mkdir -p "${JOURNEY_CACHE}"
 log "tool cache: ${JOURNEY_CACHE} (override with JOURNEY_CACHE)"
 total=$SECONDS

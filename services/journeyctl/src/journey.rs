@@ -208,7 +208,7 @@ impl Journey {
                 let _ = write!(
                     line,
                     "  {}",
-                    paint("33", &format!("[queued {}]", fmt_us(*q)))
+                    paint("33", &format!("[queued {}]", fmt_queue(*q)))
                 );
             }
             if s.is_error() {
@@ -240,7 +240,7 @@ impl Journey {
                     h.from_service,
                     h.to_service,
                     h.topic,
-                    paint("33", &fmt_us(h.queue_us))
+                    paint("33", &fmt_queue(h.queue_us))
                 );
             }
         }
@@ -250,6 +250,17 @@ impl Journey {
             paint("1", &fmt_us(self.total_us() as i64))
         );
         out
+    }
+}
+
+/// A hop's queue time (process start − send end). The send span ends when the producer gets
+/// the broker's ack, which can come after the consumer already got the record: then the
+/// queue time is negative, and says so instead of printing a negative duration.
+pub fn fmt_queue(us: i64) -> String {
+    if us < 0 {
+        format!("0 (received {} before the send's ack)", fmt_us(-us))
+    } else {
+        fmt_us(us)
     }
 }
 
@@ -269,6 +280,15 @@ pub fn fmt_us(us: i64) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
+    #[test]
+    fn a_record_received_before_the_send_ack_shows_no_negative_queue_time() {
+        assert_eq!(super::fmt_queue(2_000), "2.0ms");
+        assert_eq!(
+            super::fmt_queue(-9),
+            "0 (received 9µs before the send's ack)"
+        );
+    }
+
     use super::*;
     use crate::zipkin::Endpoint;
 

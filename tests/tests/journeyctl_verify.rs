@@ -3,7 +3,10 @@
 //! One fixture: the usual Journey (producer → relay → sink) plus two side pipelines on their
 //! own topics so tests can run in parallel without counting each other's messages:
 //! - `lonely`: producer-b → relay-b and no sink (the FAIL case: a missing hop);
-//! - `loadtest`: producer-load → relay-load → sink-load (the load smoke's counts).
+//! - `loadtest`: producer-load → relay-load → sink-load (the load smoke's counts);
+//! - `linked`: producer-link → relay-link → sink-link, both consumers in trace mode `link`
+//!   (each hop starts a new trace linked to the previous one). On their own topics: consumers
+//!   in link mode on `messages` would add linked traces to every other test's journey.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -26,6 +29,9 @@ struct Fx {
     producer_load: Service,
     _relay_load: Service,
     _sink_load: Service,
+    producer_link: Service,
+    _relay_link: Service,
+    _sink_link: Service,
     journey: Journey,
 }
 
@@ -48,6 +54,8 @@ fn main() -> std::process::ExitCode {
                     "lonely.processed",
                     "loadtest",
                     "loadtest.processed",
+                    "linked",
+                    "linked.processed",
                 ]
                 .into_iter()
                 .map(|t| TopicSpec::new(t, 2))
@@ -86,12 +94,39 @@ fn main() -> std::process::ExitCode {
                         ]
                     ),
                 )?;
+                let (producer_link, relay_link, sink_link) = tokio::try_join!(
+                    Service::producer(stack, "producer-link", &[("KAFKA_TOPIC", "linked")]),
+                    Service::consumer(
+                        stack,
+                        "relay",
+                        "relay-link",
+                        &[
+                            ("TRACE_MODE", "link"),
+                            ("KAFKA_TOPIC", "linked"),
+                            ("OUTPUT_TOPIC", "linked.processed"),
+                            ("KAFKA_GROUP_ID", "relay-link"),
+                        ]
+                    ),
+                    Service::consumer(
+                        stack,
+                        "sink",
+                        "sink-link",
+                        &[
+                            ("TRACE_MODE", "link"),
+                            ("KAFKA_TOPIC", "linked.processed"),
+                            ("KAFKA_GROUP_ID", "sink-link"),
+                        ]
+                    ),
+                )?;
                 Ok(Fx {
                     producer_b,
                     _relay_b: relay_b,
                     producer_load,
                     _relay_load: relay_load,
                     _sink_load: sink_load,
+                    producer_link,
+                    _relay_link: relay_link,
+                    _sink_link: sink_link,
                     journey,
                 })
             })
@@ -101,6 +136,7 @@ fn main() -> std::process::ExitCode {
             journey_shows_the_tree_queue_time_per_hop_and_total_latency,
             journey_last_and_json_show_the_most_recent_trace,
             verify_fails_naming_the_missing_hop_when_no_sink_runs,
+            in_link_mode_verify_and_journey_follow_the_links_across_the_traces,
             load_reports_counts_that_match_what_the_sink_received,
             init_waits_for_kafka_the_collector_and_zipkin_then_seeds_the_charts_topics,
             init_times_out_with_exit_3_when_brokers_are_missing,
@@ -323,6 +359,129 @@ fn verify_fails_naming_the_missing_hop_when_no_sink_runs(fx: &Fx) -> Result<()> 
         out.status.code()
     );
     ensure!(stdout(&out).contains("FAIL"));
+    Ok(())
+}
+
+/// The distinct trace ids named by `⇢ linked trace <id>` markers.
+fn linked_trace_ids(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text
+        .match_indices("⇢ linked trace ")
+        .filter_map(|(i, m)| text[i + m.len()..].split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    ids.dedup();
+    ids
+}
+
+fn in_link_mode_verify_and_journey_follow_the_links_across_the_traces(fx: &Fx) -> Result<()> {
+    let expect = ["--expect-services", "producer-link,relay-link,sink-link"];
+    let env = traced_env(fx, fx.producer_link.url());
+    // verify: the relay's and the sink's spans are in traces of their own, linked to the
+    // send spans; following the links (the default) the journey passes.
+    let out = journeyctl(&[&["verify"][..], &expect].concat(), &env)?;
+    let text = stdout(&out);
+    ensure!(out.status.code() == Some(0), "verify did not pass:\n{text}");
+    ensure!(text.trim_end().ends_with("PASS"), "{text}");
+    for hop in [
+        "producer-link:SERVER",
+        "producer-link:PRODUCER",
+        "relay-link:CONSUMER",
+        "relay-link:PRODUCER",
+        "sink-link:CONSUMER",
+    ] {
+        ensure!(
+            text.contains(&format!("ok       {hop}")),
+            "hop {hop} not reported ok:\n{text}"
+        );
+    }
+    let id = trace_id_from_output(&text)?;
+    let linked = linked_trace_ids(&text);
+    ensure!(
+        linked.len() == 2 && !linked.contains(&id),
+        "two linked traces besides {id}: {linked:?}\n{text}"
+    );
+
+    // journey: the three traces as one tree, the linked ones below the spans they link to,
+    // with queue times across the links and the latency of the whole journey.
+    let zipkin = [("ZIPKIN_URL", fx.journey.stack.zipkin.url())];
+    let out = journeyctl(&["journey", &id], &zipkin)?;
+    let text = stdout(&out);
+    ensure!(out.status.code() == Some(0), "{text}");
+    ensure!(
+        text.starts_with(&format!("trace {id}  (")) && text.contains(" in 3 linked traces, "),
+        "{text}"
+    );
+    ensure!(
+        text.contains("services: journeyctl → producer-link → relay-link → sink-link"),
+        "{text}"
+    );
+    ensure!(linked_trace_ids(&text) == linked, "{text}");
+    for (from, to, topic) in [
+        ("producer-link", "relay-link", "linked"),
+        ("relay-link", "sink-link", "linked.processed"),
+    ] {
+        ensure!(
+            text.contains(&format!("{from} → {to} via {topic}: queued ")),
+            "{text}"
+        );
+    }
+    ensure!(text.matches("(linked trace)").count() == 2, "{text}");
+    let relay_line = text
+        .lines()
+        .find(|l| l.contains("relay-link CONSUMER process linked"))
+        .context("no relay-link process line")?;
+    ensure!(
+        relay_line.contains("[queued ")
+            && relay_line.contains(&format!("⇢ linked trace {}", linked[0])),
+        "{relay_line}"
+    );
+    ensure!(text.contains("total latency: "), "{text}");
+    for t in std::iter::once(&id).chain(&linked) {
+        ensure!(text.contains(&format!("/zipkin/traces/{t}")), "{text}");
+    }
+    // Each span once.
+    ensure!(
+        text.matches("sink-link CONSUMER process linked.processed")
+            .count()
+            == 1,
+        "{text}"
+    );
+
+    // --json: the linked traces, and hops across them.
+    let out = journeyctl(&["journey", &id, "--json"], &zipkin)?;
+    ensure!(out.status.code() == Some(0));
+    let doc: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(doc["trace_id"] == id.as_str(), "{doc}");
+    let traces = doc["linked_traces"]
+        .as_array()
+        .context("no linked_traces")?;
+    ensure!(traces.len() == 2, "{doc}");
+    ensure!(traces[1]["depth"] == 2, "{doc}");
+    let hops = doc["hops"].as_array().context("no hops")?;
+    ensure!(
+        hops.len() == 2
+            && hops
+                .iter()
+                .all(|h| h["linked"] == true && h["queue_us"].is_i64()),
+        "{doc}"
+    );
+
+    // Without following links the journey is the first trace only, and verify fails there.
+    let out = journeyctl(&["journey", &id, "--follow-links=false"], &zipkin)?;
+    let text = stdout(&out);
+    ensure!(
+        !text.contains("linked trace") && !text.contains("relay-link"),
+        "{text}"
+    );
+    let mut env = env;
+    env.push(("VERIFY_TIMEOUT", "4s".into()));
+    let out = journeyctl(
+        &[&["verify", "--follow-links=false"][..], &expect].concat(),
+        &env,
+    )?;
+    let text = stdout(&out);
+    ensure!(out.status.code() == Some(1), "{text}");
+    ensure!(text.contains("MISSING  relay-link:CONSUMER"), "{text}");
     Ok(())
 }
 

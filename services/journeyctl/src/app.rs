@@ -187,7 +187,15 @@ async fn verify(a: VerifyArgs) -> u8 {
     let deadline = Instant::now() + a.timeout;
     let mut delay = Duration::from_millis(300);
     let mut last_line = String::new();
-    let (spans, verdict): (Vec<_>, Verdict) = loop {
+    // Linked traces are looked for among the expected services' traces.
+    let mut services: Vec<String> = Vec::new();
+    for h in &hops {
+        if !services.contains(&h.service) {
+            services.push(h.service.clone());
+        }
+    }
+    let limits = a.links.limits();
+    let (spans, verdict, truncated): (Vec<_>, Verdict, bool) = loop {
         let spans = match zipkin.trace(&trace_id).await {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {
@@ -199,9 +207,25 @@ async fn verify(a: VerifyArgs) -> u8 {
                 Vec::new()
             }
         };
-        let verdict = check(&spans, &hops);
+        let mut verdict = check(&spans, &hops);
+        let (mut spans, mut truncated) = (spans, false);
+        // In trace mode `link` the journey goes on in linked traces.
+        if let Some(limits) = limits
+            .as_ref()
+            .filter(|_| !verdict.passed() && !spans.is_empty())
+        {
+            match crate::links::follow(&zipkin, spans.clone(), Some(&services), limits).await {
+                Ok(st) if !st.linked.is_empty() => {
+                    spans = st.spans;
+                    truncated = st.truncated;
+                    verdict = check(&spans, &hops);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("following links: {e}"),
+            }
+        }
         if verdict.passed() || Instant::now() >= deadline {
-            break (spans, verdict);
+            break (spans, verdict, truncated);
         }
         let pending: Vec<String> = verdict
             .hops
@@ -223,10 +247,12 @@ async fn verify(a: VerifyArgs) -> u8 {
     };
     if spans.is_empty() {
         println!("trace {trace_id}: no spans in Zipkin");
+        println!("{}", zipkin.trace_page(&trace_id));
     } else {
-        print!("{}", Journey::new(spans).render(use_color()));
+        let j = Journey::new(spans);
+        print!("{}", j.render(use_color()));
+        print_pages(&zipkin, &j, truncated);
     }
-    println!("{}", zipkin.trace_page(&trace_id));
     println!("{verdict}");
     if verdict.passed() {
         exit::OK
@@ -275,21 +301,51 @@ async fn journey(a: JourneyArgs) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
-    let j = Journey::new(spans);
+    let stitched = match a.links.limits() {
+        Some(limits) => match crate::links::follow(&zipkin, spans.clone(), None, &limits).await {
+            Ok(st) => st,
+            Err(e) => {
+                eprintln!("journeyctl: linked traces not followed: {e}");
+                crate::links::Stitched {
+                    spans,
+                    ..Default::default()
+                }
+            }
+        },
+        None => crate::links::Stitched {
+            spans,
+            ..Default::default()
+        },
+    };
+    let j = Journey::new(stitched.spans);
     if a.json {
-        let doc = serde_json::json!({
-            "trace_id": j.trace_id,
+        let mut doc = serde_json::json!({
+            "trace_id": trace_id,
             "services": j.services(),
             "total_us": j.total_us(),
             "hops": j.hops(),
             "spans": j.spans(),
         });
+        if !stitched.linked.is_empty() {
+            doc["linked_traces"] = serde_json::json!(stitched.linked);
+        }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         print!("{}", j.render(use_color()));
-        println!("{}", zipkin.trace_page(&trace_id));
+        print_pages(&zipkin, &j, stitched.truncated);
     }
     exit::OK
+}
+
+/// The Zipkin UI page of each trace of the journey (one per linked trace), and a note when
+/// some linked traces were left out.
+fn print_pages(zipkin: &ZipkinClient, j: &Journey, truncated: bool) {
+    for t in j.trace_ids() {
+        println!("{}", zipkin.trace_page(&t));
+    }
+    if truncated {
+        eprintln!("journeyctl: more linked traces exist beyond --link-depth / --max-linked-traces");
+    }
 }
 
 async fn load(a: LoadArgs) -> u8 {

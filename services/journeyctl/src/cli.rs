@@ -239,6 +239,51 @@ pub struct VerifyArgs {
     /// The message body's payload (JSON); default: a small object naming journeyctl.
     #[arg(long)]
     pub payload: Option<String>,
+    #[command(flatten)]
+    pub links: LinkArgs,
+}
+
+/// Following span links into the traces consumers in trace mode `link` start.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct LinkArgs {
+    /// Follow span links forward: add the traces whose spans link (`otlp.link.N` tags) to a
+    /// span of the journey, recursively. `--follow-links=false` looks at the one trace only.
+    #[arg(
+        long = "follow-links",
+        env = "FOLLOW_LINKS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub follow_links: bool,
+    /// Links followed one after the other (relay, then sink: 2).
+    #[arg(long = "link-depth", env = "LINK_DEPTH", default_value_t = 5)]
+    pub link_depth: usize,
+    /// Linked traces added at most.
+    #[arg(
+        long = "max-linked-traces",
+        env = "MAX_LINKED_TRACES",
+        default_value_t = 20
+    )]
+    pub max_linked_traces: usize,
+    /// How long after the trace's start linked traces are looked for.
+    #[arg(long = "link-window", env = "LINK_WINDOW", value_parser = parse_duration, default_value = "10m")]
+    #[serde(serialize_with = "ser_duration")]
+    pub link_window: Duration,
+}
+
+impl LinkArgs {
+    /// The limits, or `None` when links are not followed.
+    pub fn limits(&self) -> Option<crate::links::LinkLimits> {
+        self.follow_links.then(|| crate::links::LinkLimits {
+            max_depth: self.link_depth,
+            max_traces: self.max_linked_traces,
+            window: self.link_window,
+            ..crate::links::LinkLimits::default()
+        })
+    }
 }
 
 impl VerifyArgs {
@@ -272,6 +317,8 @@ pub struct JourneyArgs {
     /// Print the trace and its hops as JSON instead.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub links: LinkArgs,
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -423,5 +470,41 @@ mod tests {
             panic!()
         };
         assert_eq!(v.hops().len(), 5);
+        assert!(v.links.follow_links || std::env::var_os("FOLLOW_LINKS").is_some());
+        let cli = Cli::try_parse_from([
+            "journeyctl",
+            "journey",
+            "--follow-links=false",
+            "--link-depth",
+            "2",
+            "--zipkin-url",
+            "z",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ])
+        .unwrap();
+        let Command::Journey(j) = cli.command else {
+            panic!()
+        };
+        assert!(!j.links.follow_links);
+        assert!(j.links.limits().is_none());
+        assert_eq!(j.links.link_depth, 2);
+        let cli = Cli::try_parse_from([
+            "journeyctl",
+            "journey",
+            "--follow-links",
+            "--zipkin-url",
+            "z",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ])
+        .unwrap();
+        let Command::Journey(j) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            j.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert!(j.links.follow_links);
+        assert!(j.links.limits().is_some());
     }
 }

@@ -1,6 +1,6 @@
 //! A trace as a journey: the span tree, the timeline, and the time each message waited in Kafka.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -18,43 +18,121 @@ pub struct Hop {
     pub queue_us: i64,
     pub send_span: String,
     pub process_span: String,
+    /// The process span is in another trace, linked to the send span (trace mode `link`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub linked: bool,
 }
 
-/// A trace organised for display.
+/// A trace or several traces joined by span links, organised for display.
+///
+/// Spans of several traces can be given together: a span without a parent in the set that
+/// links (`otlp.link.N`) to a span of ANOTHER trace in the set is shown below that span, as
+/// if it were its child, marked as a linked trace. A span that has its parent (trace mode
+/// `both`) keeps it, and is never shown twice.
 #[derive(Debug, Clone)]
 pub struct Journey {
+    /// The trace the journey starts in.
     pub trace_id: String,
     spans: Vec<Span>,
     children: HashMap<usize, Vec<usize>>,
+    parent: Vec<Option<usize>>,
+    /// Spans below their parent through a link (each starts a linked trace).
+    linked: Vec<bool>,
     roots: Vec<usize>,
 }
 
 impl Journey {
     pub fn new(mut spans: Vec<Span>) -> Journey {
         spans.sort_by_key(|s| (s.start(), s.id.clone()));
-        let trace_id = spans
-            .first()
-            .map(|s| s.trace_id.clone())
-            .unwrap_or_default();
-        let by_id: HashMap<&str, usize> = spans
+        // Zipkin can return a span twice (e.g. from two queries): keep one.
+        let mut seen = std::collections::HashSet::new();
+        spans.retain(|s| seen.insert((s.trace_id.clone(), s.id.clone())));
+        let by_id: HashMap<(&str, &str), usize> = spans
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
+            .map(|(i, s)| ((s.trace_id.as_str(), s.id.as_str()), i))
             .collect();
-        let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut roots = Vec::new();
+        let n = spans.len();
+        let mut parent: Vec<Option<usize>> = vec![None; n];
+        let mut linked = vec![false; n];
         for (i, s) in spans.iter().enumerate() {
-            match s.parent_id.as_deref().and_then(|p| by_id.get(p)) {
-                Some(&p) if p != i => children.entry(p).or_default().push(i),
-                _ => roots.push(i),
+            parent[i] = s
+                .parent_id
+                .as_deref()
+                .and_then(|p| by_id.get(&(s.trace_id.as_str(), p)))
+                .copied()
+                .filter(|&p| p != i);
+        }
+        // Roots that link to a span of another trace in the set hang below it, in start order,
+        // unless that would close a cycle.
+        for i in 0..n {
+            if parent[i].is_some() {
+                continue;
+            }
+            let target = spans[i].links().into_iter().find_map(|l| {
+                (l.trace_id != spans[i].trace_id)
+                    .then(|| {
+                        by_id
+                            .get(&(l.trace_id.as_str(), l.span_id.as_str()))
+                            .copied()
+                    })
+                    .flatten()
+            });
+            let Some(p) = target else { continue };
+            let mut cur = Some(p);
+            let mut steps = 0;
+            while let Some(c) = cur {
+                if c == i || steps > n {
+                    break;
+                }
+                steps += 1;
+                cur = parent[c];
+            }
+            if cur.is_none() {
+                parent[i] = Some(p);
+                linked[i] = true;
             }
         }
+        let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut roots = Vec::new();
+        for (i, p) in parent.iter().enumerate() {
+            match p {
+                Some(p) => children.entry(*p).or_default().push(i),
+                None => roots.push(i),
+            }
+        }
+        // The journey starts in the trace of its first root (linked traces hang below it).
+        let trace_id = roots
+            .first()
+            .and_then(|&r| spans.get(r))
+            .or(spans.first())
+            .map(|s| s.trace_id.clone())
+            .unwrap_or_default();
         Journey {
             trace_id,
             spans,
             children,
+            parent,
+            linked,
             roots,
         }
+    }
+
+    /// The traces in the journey: the first one, then the linked ones in start order.
+    pub fn trace_ids(&self) -> Vec<String> {
+        let mut out = vec![self.trace_id.clone()];
+        for s in &self.spans {
+            if !out.contains(&s.trace_id) {
+                out.push(s.trace_id.clone());
+            }
+        }
+        out.retain(|t| !t.is_empty());
+        out
+    }
+
+    /// True when span `i` hangs below its parent through a link (it starts a linked trace).
+    pub fn is_linked(&self, i: usize) -> bool {
+        self.linked.get(i).copied().unwrap_or(false)
     }
 
     pub fn spans(&self) -> &[Span] {
@@ -62,10 +140,7 @@ impl Journey {
     }
 
     fn parent_of(&self, i: usize) -> Option<usize> {
-        self.children
-            .iter()
-            .find(|(_, c)| c.contains(&i))
-            .map(|(p, _)| *p)
+        self.parent.get(i).copied().flatten()
     }
 
     /// Index of a span by id.
@@ -108,30 +183,49 @@ impl Journey {
         end.saturating_sub(start)
     }
 
-    /// Every Kafka hop: each CONSUMER span with its nearest PRODUCER ancestor.
+    /// Every Kafka hop: each CONSUMER span with its nearest PRODUCER ancestor (through links
+    /// too: a linked process span's ancestor is the send span it links to).
     pub fn hops(&self) -> Vec<Hop> {
+        self.indexed_hops().into_iter().map(|(_, h)| h).collect()
+    }
+
+    /// [`Journey::hops`] with the index of each hop's process span.
+    fn indexed_hops(&self) -> Vec<(usize, Hop)> {
         let mut hops = Vec::new();
         for (i, s) in self.spans.iter().enumerate() {
             if s.kind() != "CONSUMER" {
                 continue;
             }
             let mut cur = self.parent_of(i);
+            let mut linked = self.is_linked(i);
+            let mut steps = 0;
             while let Some(p) = cur {
-                let ps = &self.spans[p];
-                if ps.kind() == "PRODUCER" {
-                    hops.push(Hop {
-                        from_service: ps.service().to_string(),
-                        to_service: s.service().to_string(),
-                        topic: ps
-                            .tag("messaging.destination.name")
-                            .map(str::to_string)
-                            .unwrap_or_else(|| ps.name().trim_start_matches("send ").to_string()),
-                        queue_us: s.start() as i64 - ps.end() as i64,
-                        send_span: ps.id.clone(),
-                        process_span: s.id.clone(),
-                    });
+                steps += 1;
+                if steps > self.spans.len() {
                     break;
                 }
+                let ps = &self.spans[p];
+                if ps.kind() == "PRODUCER" {
+                    hops.push((
+                        i,
+                        Hop {
+                            from_service: ps.service().to_string(),
+                            to_service: s.service().to_string(),
+                            topic: ps
+                                .tag("messaging.destination.name")
+                                .map(str::to_string)
+                                .unwrap_or_else(|| {
+                                    ps.name().trim_start_matches("send ").to_string()
+                                }),
+                            queue_us: s.start() as i64 - ps.end() as i64,
+                            send_span: ps.id.clone(),
+                            process_span: s.id.clone(),
+                            linked,
+                        },
+                    ));
+                    break;
+                }
+                linked |= self.is_linked(p);
                 cur = self.parent_of(p);
             }
         }
@@ -148,24 +242,20 @@ impl Journey {
             }
         };
         let t0 = self.spans.iter().map(Span::start).min().unwrap_or(0);
-        let queue_of: BTreeMap<&str, i64> = self
-            .hops()
-            .into_iter()
-            .map(|h| {
-                (
-                    self.spans[self.index(&h.process_span).unwrap_or(0)]
-                        .id
-                        .as_str(),
-                    h.queue_us,
-                )
-            })
-            .collect();
+        let hops = self.indexed_hops();
+        let queue_of: HashMap<usize, i64> = hops.iter().map(|(i, h)| (*i, h.queue_us)).collect();
+        let traces = self.trace_ids().len();
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "trace {}  ({} spans, services: {})",
+            "trace {}  ({} spans{}, services: {})",
             paint("1", &self.trace_id),
             self.spans.len(),
+            if traces > 1 {
+                format!(" in {traces} linked traces")
+            } else {
+                String::new()
+            },
             self.services().join(" → ")
         );
         let _ = writeln!(out, "{:>10}  {:>10}  span", "start", "duration");
@@ -176,7 +266,6 @@ impl Journey {
             .map(|&r| (r, String::new(), true))
             .collect();
         // Roots are printed without a branch; children with ├─ / └─.
-        let mut first_level = true;
         while let Some((i, prefix, last)) = stack.pop() {
             let s = &self.spans[i];
             let is_root = self.roots.contains(&i);
@@ -204,7 +293,7 @@ impl Journey {
                 paint("36", s.service()),
                 paint("2", kind),
             );
-            if let Some(q) = queue_of.get(s.id.as_str()) {
+            if let Some(q) = queue_of.get(&i) {
                 let _ = write!(
                     line,
                     "  {}",
@@ -213,6 +302,15 @@ impl Journey {
             }
             if s.is_error() {
                 let _ = write!(line, "  {}", paint("31", "ERROR"));
+            }
+            // A linked trace: below the span it links to, or (when that span is unknown) a
+            // root of its own.
+            if self.is_linked(i) || (is_root && s.trace_id != self.trace_id) {
+                let _ = write!(
+                    line,
+                    "  {}",
+                    paint("35", &format!("⇢ linked trace {}", s.trace_id))
+                );
             }
             let _ = writeln!(out, "{line}");
             let child_prefix = if is_root {
@@ -227,20 +325,18 @@ impl Journey {
                     stack.push((k, child_prefix.clone(), n == kids.len() - 1));
                 }
             }
-            first_level = false;
         }
-        let _ = first_level;
-        let hops = self.hops();
         if !hops.is_empty() {
             let _ = writeln!(out, "hops:");
-            for h in &hops {
+            for (_, h) in &hops {
                 let _ = writeln!(
                     out,
-                    "  {} → {} via {}: queued {}",
+                    "  {} → {} via {}: queued {}{}",
                     h.from_service,
                     h.to_service,
                     h.topic,
-                    paint("33", &fmt_queue(h.queue_us))
+                    paint("33", &fmt_queue(h.queue_us)),
+                    if h.linked { " (linked trace)" } else { "" }
                 );
             }
         }

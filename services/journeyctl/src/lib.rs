@@ -5,12 +5,14 @@
 //! - [`wait`]: workloads Ready (kube watches), Kafka brokers, Collector and Zipkin health.
 //! - [`zipkin`], [`journey`], [`verify`]: Zipkin's span model, a trace as a journey (tree,
 //!   timeline, queue time per hop), and the PASS/FAIL check of a journey.
+//! - [`links`]: a journey across traces joined by span links (consumers in trace mode `link`).
 //! - [`producer`], [`load`]: a traced producer client and the load generator.
 //! - [`cli`], [`app`]: the command line and what each subcommand does.
 
 pub mod app;
 pub mod cli;
 pub mod journey;
+pub mod links;
 pub mod load;
 pub mod producer;
 pub mod seed;

@@ -73,6 +73,49 @@ impl Span {
     pub fn is_error(&self) -> bool {
         self.tags.contains_key("error") || self.tag("otel.status_code") == Some("ERROR")
     }
+    /// The span's links, from the `otlp.link.N` tags the Collector's Zipkin exporter writes
+    /// (`trace|span|tracestate|attributes JSON|dropped attributes`), in `N` order. Tags that
+    /// do not parse are skipped.
+    pub fn links(&self) -> Vec<LinkRef> {
+        let mut links: Vec<(u32, LinkRef)> = self
+            .tags
+            .iter()
+            .filter_map(|(k, v)| {
+                let n: u32 = k.strip_prefix(LINK_TAG_PREFIX)?.parse().ok()?;
+                Some((n, LinkRef::parse(v)?))
+            })
+            .collect();
+        links.sort_by_key(|(n, _)| *n);
+        links.into_iter().map(|(_, l)| l).collect()
+    }
+}
+
+/// The tag-key prefix of span links in Zipkin (`otlp.link.0`, `otlp.link.1`, …).
+pub const LINK_TAG_PREFIX: &str = "otlp.link.";
+/// The tag every span with at least one link carries: what the link query asks Zipkin for.
+pub const FIRST_LINK_TAG: &str = "otlp.link.0";
+
+/// Where a span link points.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct LinkRef {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl LinkRef {
+    /// Parses an `otlp.link.N` value: `trace|span|…`, with hex ids (lower-cased here, as
+    /// Zipkin stores ids).
+    pub fn parse(value: &str) -> Option<LinkRef> {
+        let mut parts = value.split('|');
+        let trace_id = parts.next()?.trim().to_ascii_lowercase();
+        let span_id = parts.next()?.trim().to_ascii_lowercase();
+        let hex = |s: &str, lens: &[usize]| {
+            lens.contains(&s.len())
+                && s.chars().all(|c| c.is_ascii_hexdigit())
+                && !s.chars().all(|c| c == '0')
+        };
+        (hex(&trace_id, &[16, 32]) && hex(&span_id, &[16])).then_some(LinkRef { trace_id, span_id })
+    }
 }
 
 /// Errors talking to Zipkin.
@@ -186,6 +229,48 @@ impl ZipkinClient {
         };
         traces.sort_by_key(|t| std::cmp::Reverse(t.iter().map(Span::start).min().unwrap_or(0)));
         Ok(traces)
+    }
+
+    /// Traces with a span of `service` that carries a link (an `otlp.link.0` tag, whatever
+    /// its value), started between `end - lookback` and `end`, at most `limit`.
+    pub async fn linking_traces(
+        &self,
+        service: &str,
+        end: std::time::SystemTime,
+        lookback: Duration,
+        limit: u32,
+    ) -> Result<Vec<Vec<Span>>, ZipkinError> {
+        let url = format!("{}/api/v2/traces", self.base);
+        let end = end
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let query = [
+            ("serviceName", service.to_string()),
+            ("annotationQuery", FIRST_LINK_TAG.to_string()),
+            ("lookback", lookback.as_millis().to_string()),
+            ("endTs", end.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        match self.get(url.clone(), &query).await? {
+            None => Ok(Vec::new()),
+            Some(r) => r
+                .json()
+                .await
+                .map_err(|source| ZipkinError::Http { url, source }),
+        }
+    }
+
+    /// The service names Zipkin has seen (`/api/v2/services`).
+    pub async fn services(&self) -> Result<Vec<String>, ZipkinError> {
+        let url = format!("{}/api/v2/services", self.base);
+        match self.get(url.clone(), &[]).await? {
+            None => Ok(Vec::new()),
+            Some(r) => r
+                .json()
+                .await
+                .map_err(|source| ZipkinError::Http { url, source }),
+        }
     }
 
     /// The id of the most recent trace `service` took part in.

@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::{
-    JOURNEY_SPANS, Journey, Service, TRACE_TIMEOUT, find_span, has_spans, post, post_json,
-    render_tree,
+    JOURNEY_SPANS, Journey, Service, TRACE_TIMEOUT, end_offsets, find_span, has_spans, post,
+    post_json, read_from, render_tree,
 };
 use journey_tests::zipkin::Span;
 use journey_tests::{say, tests};
+use rdkafka::Message as _;
 use serde_json::json;
 
 fn main() -> std::process::ExitCode {
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
             a_callers_traceparent_is_continued_and_the_traceresponse_matches_zipkin,
             in_link_mode_the_process_span_starts_a_new_trace_linked_to_the_send_span,
             a_short_load_is_acked_and_every_message_completes_its_journey,
+            a_burst_with_one_key_is_forwarded_to_the_sink_in_the_order_it_was_sent,
         ],
     )
 }
@@ -399,4 +401,63 @@ fn a_short_load_is_acked_and_every_message_completes_its_journey(j: &Journey) ->
         );
         Ok(())
     })
+}
+
+/// Messages in the one-key burst.
+const BURST: usize = 40;
+
+/// The relay works on partitions concurrently, but one partition (one key) strictly in order:
+/// the burst reaches `messages.processed`, the sink's input, in the order it was sent.
+fn a_burst_with_one_key_is_forwarded_to_the_sink_in_the_order_it_was_sent(
+    j: &Journey,
+) -> Result<()> {
+    let bootstrap = j.bootstrap().to_string();
+    let before = end_offsets(&bootstrap, "messages.processed")?;
+    let key = format!("ordered-{}", rand::random::<u32>());
+    block_on(async {
+        // Acked one after another, so the input partition holds them in this order; the relay
+        // gets them faster than its simulated work, so they queue up there.
+        for i in 0..BURST {
+            let answer = post_json(&j.producer, &json!({"key": key, "payload": {"i": i}})).await?;
+            ensure!(answer.status == 202, "POST {i}: {}", answer.body);
+        }
+        Ok(())
+    })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let seen: Vec<i64> = loop {
+        let records = read_from(
+            &bootstrap,
+            "messages.processed",
+            &before,
+            Duration::from_secs(5),
+        )?;
+        let mut mine: Vec<(i32, i64, i64)> = records
+            .iter()
+            .filter(|r| r.key() == Some(key.as_bytes()))
+            .map(|r| {
+                let payload: serde_json::Value =
+                    serde_json::from_slice(r.payload().unwrap_or_default())?;
+                let i = payload["i"].as_i64().context("payload without i")?;
+                Ok((r.partition(), r.offset(), i))
+            })
+            .collect::<Result<_>>()?;
+        mine.sort();
+        if mine.len() >= BURST || std::time::Instant::now() > deadline {
+            let partitions: std::collections::BTreeSet<i32> =
+                mine.iter().map(|(p, _, _)| *p).collect();
+            ensure!(
+                partitions.len() <= 1,
+                "one key, one partition: {partitions:?}"
+            );
+            break mine.into_iter().map(|(_, _, i)| i).collect();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let sent: Vec<i64> = (0..BURST as i64).collect();
+    say!("{BURST} records of key {key} in messages.processed, in offset order: {seen:?}");
+    ensure!(
+        seen == sent,
+        "messages.processed holds key {key} in the order {seen:?}, sent {sent:?}"
+    );
+    Ok(())
 }

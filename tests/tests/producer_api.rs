@@ -385,6 +385,7 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
                 "PROCESS_DELAY_MS",
                 "MAX_RETRIES",
                 "RETRY_BACKOFF_MS",
+                "KAFKA_STATISTICS_INTERVAL_MS",
             ],
         ),
     ] {

@@ -5,10 +5,18 @@
 //!   trace and keeping the record's key and other headers.
 //! - `sink` consumes `messages.processed` and ends the journey.
 //!
-//! **At-least-once**: a record's offset is stored only after it was processed (and forwarded,
-//! or dead-lettered); stored offsets are committed by the auto-commit timer and synchronously
-//! on shutdown. SIGTERM stops fetching, lets the in-flight record finish, commits, flushes the
-//! producer; `main` then flushes the spans.
+//! **Partitions run concurrently, each strictly in order** (`partitions.rs`): the main loop
+//! receives records and hands each one to its partition's worker over a bounded queue; a
+//! worker processes its records one after another. A full queue pauses its partition instead
+//! of holding up the others.
+//!
+//! **At-least-once**: a worker stores a record's offset only after the record was processed
+//! (and forwarded, or dead-lettered); stored offsets are committed by the auto-commit timer
+//! and synchronously on shutdown. When a partition is revoked, its worker finishes the
+//! in-flight record and drops its queue; the new owner starts from the committed offset and
+//! may process that record again. SIGTERM stops fetching, lets every partition's in-flight
+//! record finish (queued records stay uncommitted: the next owner gets them), commits, flushes
+//! the producer; `main` then flushes the spans.
 //!
 //! **Poison messages**: a record whose payload is a JSON object with `"poison": true` fails
 //! processing (the marker lets tests and demos trigger the error path). A failed record is
@@ -17,11 +25,18 @@
 //! `journey.error.message`, `journey.original.topic`, `journey.original.partition`,
 //! `journey.original.offset` and `journey.retries`; that `send messages.dlq` span is part of
 //! the message's trace with status ERROR. The consumer then carries on. If even the DLQ send
-//! fails, the consumer stops with an error without storing that offset, so the record is
-//! redelivered after a restart.
+//! fails, the consumer stops with an error without storing that offset (the other partitions
+//! finish their in-flight records first), so the record is redelivered after a restart.
 //!
 //! **Trace mode** (`TRACE_MODE`): see [`journey_messaging::TraceMode`].
+//!
+//! **Consumer lag**: `messaging.kafka.consumer.lag` ({message}), a gauge per partition read
+//! from librdkafka's statistics every `KAFKA_STATISTICS_INTERVAL_MS`; see [`lag`].
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod context;
+pub mod lag;
+mod partitions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,9 +51,10 @@ use axum::routing::get;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode};
 use journey_telemetry::Metrics;
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
+use partitions::Partitions;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer as _};
 use serde::Serialize;
 use serde_json::json;
@@ -115,6 +131,10 @@ pub struct Config {
     /// First retry backoff in milliseconds (doubles each retry, at most 10 s).
     #[arg(long, env = "RETRY_BACKOFF_MS", default_value_t = 100)]
     pub retry_backoff_ms: u64,
+    /// librdkafka's `statistics.interval.ms`: how often the consumer lag metric
+    /// (`messaging.kafka.consumer.lag`) is refreshed; 0 turns it off.
+    #[arg(long, env = "KAFKA_STATISTICS_INTERVAL_MS", default_value_t = 5000)]
+    pub kafka_statistics_interval_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Print the resolved configuration as JSON and exit.
@@ -180,6 +200,8 @@ pub enum Error {
         #[source]
         source: journey_messaging::SendError,
     },
+    #[error("a partition worker panicked: {0}")]
+    Worker(String),
 }
 
 /// A failed processing attempt.
@@ -243,16 +265,17 @@ pub fn dead_letter_headers<M: rdkafka::Message>(
     headers
 }
 
-struct Worker {
+/// Processes one record: the process span, retries, the DLQ, the forward.
+struct Processor {
     config: Config,
     endpoint: KafkaEndpoint,
     producer: FutureProducer,
     metrics: Metrics,
 }
 
-impl Worker {
+impl Processor {
     /// Processes one record to the end (done, forwarded, or dead-lettered).
-    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Error> {
+    async fn handle(&self, msg: &OwnedMessage) -> Result<(), Error> {
         let span = journey_messaging::process_span(
             msg,
             &self.endpoint,
@@ -287,7 +310,7 @@ impl Worker {
     }
 
     /// One processing attempt: the work span, then (relay) the forward.
-    async fn attempt(&self, msg: &BorrowedMessage<'_>, retry: u32) -> Result<(), Failure> {
+    async fn attempt(&self, msg: &OwnedMessage, retry: u32) -> Result<(), Failure> {
         let attrs = Metrics::topic_attrs(msg.topic());
         let work = tracing::info_span!(
             "work",
@@ -328,7 +351,7 @@ impl Worker {
                 msg.key(),
                 msg.payload().unwrap_or_default(),
             );
-            out.headers = msg.headers().map(|h| h.detach());
+            out.headers = msg.headers().cloned();
             match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT)
                 .await
             {
@@ -360,7 +383,7 @@ impl Worker {
 
     async fn dead_letter(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         failure: &Failure,
         retries: u32,
     ) -> Result<(), Error> {
@@ -397,9 +420,12 @@ impl Worker {
     }
 }
 
+/// The consumer, with Journey's context (statistics, rebalances).
+type KafkaConsumer = StreamConsumer<context::Context>;
+
 #[derive(Clone)]
 struct Health {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     topic: String,
     running: Arc<AtomicBool>,
 }
@@ -442,13 +468,17 @@ pub async fn run(
     let config = config.resolve();
     let input = config.input_topic().to_string();
     let group = config.group_id().to_string();
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        config
-            .kafka
-            .consumer_config(&config.service_name, &group)
-            .create()?,
+    let mut consumer_config = config.kafka.consumer_config(&config.service_name, &group);
+    consumer_config.set(
+        "statistics.interval.ms",
+        config.kafka_statistics_interval_ms.to_string(),
     );
+    let consumer: Arc<KafkaConsumer> =
+        Arc::new(consumer_config.create_with_context(context::Context::default())?);
     consumer.subscribe(&[input.as_str()])?;
+    // Reports while the consumer runs; no statistics, no points.
+    let _lag_gauge =
+        (config.kafka_statistics_interval_ms > 0).then(|| consumer.context().lag().gauge(&group));
     let producer: FutureProducer = config
         .kafka
         .producer_config(&config.service_name, SEND_TIMEOUT.as_millis() as u64)
@@ -486,40 +516,61 @@ pub async fn run(
         "consumer started"
     );
 
-    let worker = Worker {
+    let processor = Processor {
         endpoint: config.kafka.endpoint(&config.service_name),
         producer: producer.clone(),
         metrics: Metrics::new(),
         config,
     };
+    let mut partitions = Partitions::new(processor, consumer.clone());
     let mut outcome = Ok(());
+    let room = partitions.room();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let parked = partitions.has_parked();
+        let received = tokio::select! {
             biased;
             () = &mut shutdown => {
                 tracing::info!("shutdown requested: no more fetching");
                 break;
             }
-            received = consumer.recv() => match received {
-                Ok(msg) => {
-                    if let Err(e) = worker.handle(&msg).await {
-                        tracing::error!(error = %e, "stopping: the record could not be processed nor dead-lettered");
-                        outcome = Err(e);
-                        break;
-                    }
-                    if let Err(e) = consumer.store_offset_from_message(&msg) {
-                        tracing::warn!(error = %e, "storing the offset failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+            e = partitions.failure() => {
+                tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
+                outcome = Err(e);
+                break;
+            }
+            () = consumer.context().revocation() => None,
+            // A worker took a record: maybe room for the parked ones.
+            () = room.notified(), if parked => None,
+            received = consumer.recv() => Some(received.map(|m| m.detach())),
+        };
+        // Rebalances are served inside recv(): retire the revoked partitions' workers before
+        // dispatching anything that was received after the rebalance.
+        partitions.retire(consumer.context().take_revoked());
+        partitions.unpark();
+        match received {
+            None => {}
+            Some(Ok(msg)) => {
+                // Refused: the partition's worker stopped with an error, `shutdown` returns it.
+                let Ok(()) = partitions.dispatch(msg) else {
+                    break;
+                };
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
     running.store(false, Ordering::SeqCst);
+    // Every worker finishes its in-flight record and stores its offset; queued ones are
+    // redelivered to the next owner.
+    if let Err(e) = partitions.shutdown().await {
+        tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
+        if outcome.is_ok() {
+            outcome = Err(e);
+        }
+    }
 
     let committer = consumer.clone();
     let committed =
@@ -614,6 +665,7 @@ mod tests {
             (c.process_delay_ms, c.max_retries, c.retry_backoff_ms),
             (20, 3, 100)
         );
+        assert_eq!(c.kafka_statistics_interval_ms, 5000);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   metrics over OTLP. It returns a [`TelemetryGuard`] that flushes and shuts the providers
 //!   down when dropped.
 //! - [`Metrics`] holds the Journey instruments (messages produced/consumed/failed/DLQ'd,
-//!   processing duration).
+//!   processing duration) and registers the consumer lag gauge ([`Metrics::consumer_lag`]).
 //! - [`print_config`] implements every binary's `--print-config` contract; [`serve`] and
 //!   [`run_with_telemetry`] are the rest of a binary's `main` (runtime, telemetry, flush).
 //!
@@ -19,7 +19,7 @@
 use std::fmt;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
@@ -367,6 +367,26 @@ impl Metrics {
                 .with_unit("s")
                 .build(),
         }
+    }
+
+    /// `messaging.kafka.consumer.lag` ({message}): an observable gauge reporting, at each
+    /// export, the `(lag, attributes)` points `observe` returns (the consumer's latest
+    /// librdkafka statistics). Keep the returned gauge for as long as it should report.
+    pub fn consumer_lag(
+        observe: impl Fn() -> Vec<(u64, Vec<KeyValue>)> + Send + Sync + 'static,
+    ) -> ObservableGauge<u64> {
+        opentelemetry::global::meter("journey")
+            .u64_observable_gauge("messaging.kafka.consumer.lag")
+            .with_description(
+                "Messages between the consumer group's committed offset and the end of the partition",
+            )
+            .with_unit("{message}")
+            .with_callback(move |gauge| {
+                for (lag, attrs) in observe() {
+                    gauge.observe(lag, &attrs);
+                }
+            })
+            .build()
     }
 
     /// The attribute set every Journey metric point carries.

@@ -68,7 +68,7 @@ async fn demo(once: bool) -> Result<ExitCode> {
     let zipkin = journey.stack.zipkin.url();
     println!();
     println!("    producer   {producer}  (POST /messages, /messages/batch; GET /healthz, /readyz)");
-    println!("    Zipkin UI  {zipkin}/zipkin/");
+    println!("    Zipkin UI  {zipkin}/zipkin/  (dependency graph: {zipkin}/zipkin/dependency)");
     println!("    Kafka      {}", journey.bootstrap());
     println!(
         "    OTLP       {} (gRPC)",

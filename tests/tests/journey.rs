@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
             in_link_mode_the_process_span_starts_a_new_trace_linked_to_the_send_span,
             a_short_load_is_acked_and_every_message_completes_its_journey,
             a_burst_with_one_key_is_forwarded_to_the_sink_in_the_order_it_was_sent,
+            every_service_logs_json_lines_carrying_the_messages_trace_id,
         ],
     )
 }
@@ -460,4 +461,37 @@ fn a_burst_with_one_key_is_forwarded_to_the_sink_in_the_order_it_was_sent(
         "messages.processed holds key {key} in the order {seen:?}, sent {sent:?}"
     );
     Ok(())
+}
+
+fn every_service_logs_json_lines_carrying_the_messages_trace_id(j: &Journey) -> Result<()> {
+    block_on(async {
+        let answer = post_json(&j.producer, &json!({"payload": {"log": "me"}})).await?;
+        let trace_id = answer.trace_id()?;
+        j.zipkin()
+            .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
+            .await?;
+        // Each service logged while handling this message, inside its spans: those JSON lines
+        // carry the trace id (and a span id), so logs and the trace join up.
+        for service in ["producer", "relay", "sink"] {
+            let log = j.stack.logs_dir().join(format!("{service}.log"));
+            let text = std::fs::read_to_string(&log)
+                .with_context(|| format!("reading {}", log.display()))?;
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter(|v: &serde_json::Value| v["trace_id"] == trace_id.as_str())
+                .collect();
+            ensure!(
+                !lines.is_empty(),
+                "{service}: no JSON log line carries trace_id {trace_id}"
+            );
+            ensure!(
+                lines
+                    .iter()
+                    .all(|v| v["span_id"].as_str().is_some_and(|s| s.len() == 16)),
+                "{service}: a line with the trace id lacks a span id: {lines:?}"
+            );
+        }
+        Ok(())
+    })
 }

@@ -29,12 +29,17 @@ pub(crate) fn propagator() -> &'static TextMapCompositePropagator {
     &PROPAGATOR
 }
 
-/// The header names the propagators own, lower case (`traceparent`, `tracestate`, `baggage`).
-pub fn fields() -> Vec<String> {
+static FIELDS: LazyLock<Vec<String>> = LazyLock::new(|| {
     PROPAGATOR
         .fields()
         .map(|f| f.to_ascii_lowercase())
         .collect()
+});
+
+/// The header names the propagators own, lower case (`traceparent`, `tracestate`, `baggage`).
+/// Computed once: injection runs for every record sent.
+pub fn fields() -> &'static [String] {
+    &FIELDS
 }
 
 /// The key/value pairs the propagators produce for `cx`, empty values dropped.
@@ -42,8 +47,8 @@ pub(crate) fn carrier_for(cx: &Context) -> Vec<(String, String)> {
     let mut map: HashMap<String, String> = HashMap::new();
     PROPAGATOR.inject_context(cx, &mut map);
     let mut out: Vec<(String, String)> = fields()
-        .into_iter()
-        .filter_map(|f| map.remove(&f).map(|v| (f, v)))
+        .iter()
+        .filter_map(|f| map.remove(f).map(|v| (f.clone(), v)))
         .filter(|(_, v)| !v.trim().is_empty())
         .collect();
     // Anything a propagator wrote under a name it did not announce, in a stable order.

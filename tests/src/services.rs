@@ -274,6 +274,16 @@ impl Answer {
         self.body.get(key).and_then(Value::as_str)
     }
 
+    /// Where the broker stored the message: `(partition, offset)` of a 202 answer.
+    pub fn position(&self) -> Result<(i64, i64)> {
+        let field = |k: &str| {
+            self.body[k]
+                .as_i64()
+                .with_context(|| format!("no {k} in {}", self.body))
+        };
+        Ok((field("partition")?, field("offset")?))
+    }
+
     /// The trace id of a 202 answer (fails otherwise).
     pub fn trace_id(&self) -> Result<String> {
         ensure!(

@@ -99,14 +99,8 @@ fn a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace(
             "a poison message must not reach the sink"
         );
 
-        let partition = answer.body["partition"]
-            .as_i64()
-            .context("partition")?
-            .to_string();
-        let offset = answer.body["offset"]
-            .as_i64()
-            .context("offset")?
-            .to_string();
+        let (partition, offset) = answer.position()?;
+        let (partition, offset) = (partition.to_string(), offset.to_string());
         let records = tokio::task::spawn_blocking(move || {
             read_from(&bootstrap, "messages.dlq", &before, Duration::from_secs(10))
         })

@@ -98,14 +98,8 @@ fn one_post_becomes_one_trace_from_the_http_request_through_the_relay_to_the_sin
         let payload = json!({"hello": "journey"});
         let answer = post_json(&j.producer, &json!({"key": key, "payload": payload})).await?;
         let trace_id = answer.trace_id()?;
-        let partition = answer.body["partition"]
-            .as_i64()
-            .context("partition")?
-            .to_string();
-        let offset = answer.body["offset"]
-            .as_i64()
-            .context("offset")?
-            .to_string();
+        let (partition, offset) = answer.position()?;
+        let (partition, offset) = (partition.to_string(), offset.to_string());
         ensure!(
             answer.str("topic") == Some("messages"),
             "topic: {}",

@@ -98,8 +98,7 @@ fn a_json_message_is_acked_with_topic_partition_offset_trace_id_and_a_tracerespo
         "trace id {trace_id}"
     );
     ensure!(a.str("topic") == Some("messages"), "{}", a.body);
-    let partition = a.body["partition"].as_i64().context("partition")?;
-    let offset = a.body["offset"].as_i64().context("offset")?;
+    let (partition, offset) = a.position()?;
     ensure!(
         a.str("zipkin_url")
             == Some(format!("http://zipkin.example/zipkin/traces/{trace_id}").as_str()),
@@ -133,12 +132,8 @@ fn a_text_plain_message_is_acked_and_stored_as_is(api: &Api) -> Result<()> {
         &[],
     ))?;
     a.trace_id()?;
-    let record = record_at(
-        api,
-        &before,
-        a.body["partition"].as_i64().context("partition")?,
-        a.body["offset"].as_i64().context("offset")?,
-    )?;
+    let (partition, offset) = a.position()?;
+    let record = record_at(api, &before, partition, offset)?;
     ensure!(
         record.payload() == Some(&b"plain words"[..]),
         "payload {:?}",

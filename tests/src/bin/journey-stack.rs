@@ -84,19 +84,10 @@ async fn demo(once: bool) -> Result<ExitCode> {
             json!({"key": format!("demo-{i}"), "payload": {"greeting": "hello, journey", "n": i}});
         let answer = post_json(&journey.producer, &body).await?;
         let trace_id = answer.trace_id()?;
+        let (partition, offset) = answer.position()?;
         println!(
-            "    message {i}: {} partition {} offset {}  trace {trace_id}\n               {zipkin}/zipkin/traces/{trace_id}",
+            "    message {i}: {} partition {partition} offset {offset}  trace {trace_id}\n               {zipkin}/zipkin/traces/{trace_id}",
             answer.str("topic").unwrap_or("?"),
-            answer
-                .body
-                .get("partition")
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            answer
-                .body
-                .get("offset")
-                .map(ToString::to_string)
-                .unwrap_or_default(),
         );
         trace_ids.push(trace_id);
     }

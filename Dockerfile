@@ -1,43 +1,38 @@
-# syntax=docker/dockerfile:1
-#
 # Journey's container images: one build of every binary, then one small runtime image per
 # binary on distroless cc (glibc + libgcc, no shell) as the nonroot user (uid 65532).
 #
-#   docker build --target producer   -t journey/producer:dev   .
-#   docker build --target consumer   -t journey/consumer:dev   .   # relay and sink (ROLE=...)
-#   docker build --target journeyctl -t journey/journeyctl:dev .
+#   DOCKER_BUILDKIT=1 docker build --target producer   -t journey/producer:0.1.0   .
+#   DOCKER_BUILDKIT=1 docker build --target consumer   -t journey/consumer:0.1.0   .   # relay and sink (ROLE=...)
+#   DOCKER_BUILDKIT=1 docker build --target journeyctl -t journey/journeyctl:0.1.0 .
 #
-# skaffold.yaml builds the same three targets. The three builds share every layer up to
-# `builder`, so the Rust code is compiled once.
+# (`scripts/images.sh journey` runs these three.) BuildKit is required for the cache mounts; no
+# `# syntax=` line, so the builder's own Dockerfile frontend is used and no frontend image is
+# pulled (Docker 20.10 and later). skaffold.yaml builds the same three targets. The three builds
+# share the `builder` stage, so the Rust code is compiled once; the crate registry and the target
+# dir live in cache mounts, so a rebuild after a change compiles only the crates that changed,
+# and an image whose binary did not change keeps its layers.
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 # Debian 12, like the builder: the binaries link against the same glibc.
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-# ---- toolchain: Rust + what rdkafka's bundled librdkafka needs to build -----------------------
-FROM ${RUST_IMAGE} AS chef
+# ---- build: every binary, compiled once -------------------------------------------------------
+FROM ${RUST_IMAGE} AS builder
 # A failing command in a pipe fails the RUN.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# cmake: librdkafka's build (rdkafka `cmake-build`); perl: OpenSSL's build (`ssl-vendored`);
-# libcurl4-openssl-dev: headers librdkafka's cmake build includes (libcurl is not linked).
+# cmake: librdkafka's build (rdkafka `cmake-build`); libcurl4-openssl-dev: headers librdkafka's
+# cmake build includes (libcurl is not linked); libssl-dev + pkg-config: every TLS client links
+# the system OpenSSL, whose libssl3 the runtime image carries.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake perl libcurl4-openssl-dev \
+ && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
-RUN cargo install cargo-chef --version 0.1.78 --locked
 WORKDIR /src
-
-# ---- dependency recipe: only Cargo manifests and the lock file matter --------------------------
-FROM chef AS planner
 COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-# ---- build: dependencies first (a cached layer until Cargo.lock changes), then the workspace ---
-FROM chef AS builder
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --workspace --bins --recipe-path recipe.json
-COPY . .
-RUN cargo build --release --locked --workspace --bins \
+# The binaries are copied out of the cache-mounted target dir; none may need libz.so at run time
+# (the runtime image has no zlib).
+RUN --mount=type=cache,id=journey-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=journey-cargo-target,target=/src/target,sharing=locked \
+    cargo build --release --locked -p producer -p consumer -p journeyctl --bins \
  && mkdir -p /out \
  && cp target/release/producer target/release/consumer target/release/journeyctl /out/ \
  && for bin in /out/*; do \

@@ -8,24 +8,25 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build test unit-test integration-test check-ledger demo fmt lint k8s-manifests clean-tools
+.PHONY: help tools build images test check-ledger demo fmt lint k8s-manifests
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-tools: ## Install the pinned tools (Kafka, Zipkin, Collector, Helm, control plane) into $JOURNEY_CACHE
+tools: ## Install the pinned tools (Kafka, Zipkin, Collector, Helm, control plane, dockerd) into $JOURNEY_CACHE
 	scripts/install-tools.sh
 
 build: ## Build every crate, binary and test
 	$(CARGO) build --locked --workspace --all-targets
 
-test: tools build ## Unit + integration tests on the real local stack, chart checks, teardown proof
-	@rm -f "$(JOURNEY_PID_LEDGER)"
-	@echo "==> cargo test (unit tests, then one integration binary per concern)"
-	$(CARGO) test --locked --workspace --no-fail-fast
-	@$(MAKE) --no-print-directory check-ledger
+images: tools build ## Build all six images (local bases, stand-ins, Journey's) on a private dockerd
+	target/debug/journey-stack images local
 
-check-ledger: ## Prove no process recorded by the harness is still alive
+test: tools build ## Every test tier (unit, local stack, chart, images), timed, then the teardown proof
+	@rm -f "$(JOURNEY_PID_LEDGER)"
+	scripts/test.sh $(TIERS)
+
+check-ledger: ## Prove nothing the harness recorded (processes, mounts, devices) is left
 	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger
 
 demo: tools build ## Start the stack and the services, send messages, print their traces (ONCE=1: verify and exit)

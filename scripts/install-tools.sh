@@ -9,7 +9,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane)
+ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane docker node browser)
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=("${ALL[@]}")
 

@@ -38,6 +38,17 @@ step() {
 trap 'rc=$?; [ -n "${JOURNEY_STEP:-}" ] && log "error: ${JOURNEY_STEP} failed (exit ${rc}; see the output above)"' ERR
 set -o errtrace
 
+# apt_install <package...>: install Debian packages (as root, or with sudo), naming them first.
+apt_install() {
+  need apt-get "install $* with your system's package manager"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "apt: installing $*"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" |
+    { grep -v '^\(Selecting\|Preparing\|Unpacking\|Setting up\|Processing\)' || true; }
+}
+
 # installed <dir>: true when <dir> holds a finished install (written by mark_installed).
 installed() { [ -f "$1/.installed" ]; }
 mark_installed() { date -u +%FT%TZ >"$1/.installed"; }

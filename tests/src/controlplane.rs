@@ -33,6 +33,9 @@ use crate::tools::Tools;
 /// to turn Ready, on a cold, busy 2-core machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The Service IP range (the `kubernetes` Service is its first address).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
 /// Name of the fake node [`ControlPlane::start_full`] registers.
 pub const FAKE_NODE: &str = "kwok-node-0";
 
@@ -50,6 +53,38 @@ pub const KWOK_STAGE_FILES: &[&str] = &[
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 ];
+
+/// A static-token user of the API server (besides the admin).
+#[derive(Debug, Clone)]
+pub struct TokenUser {
+    pub token: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl TokenUser {
+    /// A user with a new random token.
+    pub fn new(name: &str, groups: &[&str]) -> TokenUser {
+        TokenUser {
+            token: format!("{:032x}", rand::random::<u128>()),
+            name: name.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+}
+
+/// How the API server is reached and who may call it. The default: bound to 127.0.0.1 (no
+/// `kubernetes` Service endpoints: no pod really runs), the admin alone.
+#[derive(Debug, Clone, Default)]
+pub struct ApiServerOptions {
+    /// The address it binds and advertises (its `kubernetes` Service endpoint), for a real node
+    /// whose pods call it.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// More static-token users.
+    pub users: Vec<TokenUser>,
+    /// More kube-apiserver flags.
+    pub extra_args: Vec<String>,
+}
 
 /// A Kubernetes control plane on 127.0.0.1; every process stops when this is dropped.
 #[derive(Debug)]
@@ -73,6 +108,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// etcd + kube-apiserver, ready when `/readyz` is `ok` (what envtest gives: no Pods).
     pub async fn start() -> Result<ControlPlane> {
+        Self::start_with(ApiServerOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with the API server reachable and callable as `opts` says.
+    pub async fn start_with(opts: ApiServerOptions) -> Result<ControlPlane> {
         let started = Instant::now();
         let tools = Tools::load()?;
         let etcd_bin = tools.path("ETCD", "controlplane")?;
@@ -114,10 +154,17 @@ impl ControlPlane {
         // The admin: a static token in group system:masters (bypasses RBAC, like kubeadm's admin).
         let token = format!("{:032x}", rand::random::<u128>());
         let tokens = root.join("tokens.csv");
-        write_private(
-            &tokens,
-            format!("{token},journey-admin,journey-admin,\"system:masters\"\n"),
-        )?;
+        let mut csv = format!("{token},journey-admin,journey-admin,\"system:masters\"\n");
+        for u in &opts.users {
+            csv.push_str(&format!(
+                "{},{},{},\"{}\"\n",
+                u.token,
+                u.name,
+                u.name,
+                u.groups.join(",")
+            ));
+        }
+        write_private(&tokens, csv)?;
 
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -137,11 +184,15 @@ impl ControlPlane {
         let etcd = Managed::spawn("etcd", etcd_cmd, &logs, Duration::ZERO)?;
 
         let cert_dir = pki.join("apiserver");
+        let address = opts
+            .address
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into());
         let mut api_cmd = Command::new(&apiserver_bin);
         api_cmd
             .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--bind-address={address}"))
+            .arg(format!("--advertise-address={address}"))
             .arg(format!("--secure-port={api_port}"))
             // No --tls-cert-file: the API server writes a self-signed CA + serving cert here.
             .arg(format!("--cert-dir={}", cert_dir.display()))
@@ -156,13 +207,16 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 sa_key.display()
             ))
-            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .args(&opts.extra_args);
+        if opts.address.is_none() {
             // The endpoint reconciler refuses a loopback advertise address; nothing in the
             // cluster needs the `kubernetes` Service's endpoints (no pod really runs).
-            .arg("--endpoint-reconciler-type=none");
+            api_cmd.arg("--endpoint-reconciler-type=none");
+        }
         let apiserver = Managed::spawn("kube-apiserver", api_cmd, &logs, Duration::ZERO)?;
 
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let server_url = format!("https://{address}:{api_port}");
         // The API server writes `apiserver.crt` as serving cert + its CA; the CA alone goes to
         // `ca.crt` once it exists (the kubeconfig and the controller-manager's root CA).
         let ca_file = pki.join("ca.crt");
@@ -203,14 +257,49 @@ impl ControlPlane {
     pub async fn start_full() -> Result<ControlPlane> {
         let started = Instant::now();
         let mut cp = Self::start().await?;
+        cp.start_controllers()?;
         let tools = Tools::load()?;
-        let cm_bin = tools.path("KUBE_CONTROLLER_MANAGER", "controlplane")?;
-        let sched_bin = tools.path("KUBE_SCHEDULER", "controlplane")?;
         let kwok_bin = tools.path("KWOK", "controlplane")?;
         let stages = tools.path("KWOK_STAGES", "controlplane")?;
         let root = cp.dir.path().to_path_buf();
         let logs = root.join("logs");
+        let mut kwok = Command::new(kwok_bin);
+        kwok.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!(
+                "--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"
+            ))
+            .arg("--node-lease-duration-seconds=40")
+            // kwok also reads ~/.kwok/kwok.yaml when it exists: point its work dir here instead.
+            .env("KWOK_WORKDIR", root.join("kwok"));
+        for f in KWOK_STAGE_FILES {
+            let path = stages.join(f);
+            ensure!(
+                path.is_file(),
+                "kwok stage {} is missing: run `scripts/install-tools.sh controlplane`",
+                path.display()
+            );
+            kwok.arg(format!("--config={}", path.display()));
+        }
+        cp.kwok = Some(Managed::spawn("kwok", kwok, &logs, Duration::ZERO)?);
 
+        cp.kubectl_apply(&fake_node_yaml(FAKE_NODE))?;
+        cp.wait_full_ready().await?;
+        say!(
+            "control plane: controller-manager, scheduler, kwok and node {FAKE_NODE} ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(cp)
+    }
+
+    /// kube-controller-manager and kube-scheduler (Deployments get Pods, Pods get a node,
+    /// ServiceAccounts get tokens).
+    pub fn start_controllers(&mut self) -> Result<()> {
+        let tools = Tools::load()?;
+        let cm_bin = tools.path("KUBE_CONTROLLER_MANAGER", "controlplane")?;
+        let sched_bin = tools.path("KUBE_SCHEDULER", "controlplane")?;
+        let root = self.dir.path().to_path_buf();
+        let logs = root.join("logs");
+        let cp = self;
         let mut cm = Command::new(cm_bin);
         cm.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
             .arg("--leader-elect=false")
@@ -240,32 +329,7 @@ impl ControlPlane {
             Duration::ZERO,
         )?);
 
-        let mut kwok = Command::new(kwok_bin);
-        kwok.arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!(
-                "--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"
-            ))
-            .arg("--node-lease-duration-seconds=40")
-            // kwok also reads ~/.kwok/kwok.yaml when it exists: point its work dir here instead.
-            .env("KWOK_WORKDIR", root.join("kwok"));
-        for f in KWOK_STAGE_FILES {
-            let path = stages.join(f);
-            ensure!(
-                path.is_file(),
-                "kwok stage {} is missing: run `scripts/install-tools.sh controlplane`",
-                path.display()
-            );
-            kwok.arg(format!("--config={}", path.display()));
-        }
-        cp.kwok = Some(Managed::spawn("kwok", kwok, &logs, Duration::ZERO)?);
-
-        cp.kubectl_apply(&fake_node_yaml(FAKE_NODE))?;
-        cp.wait_full_ready().await?;
-        say!(
-            "control plane: controller-manager, scheduler, kwok and node {FAKE_NODE} ready in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(cp)
+        Ok(())
     }
 
     async fn wait_apiserver_ready(&mut self) -> Result<()> {
@@ -509,6 +573,69 @@ impl ControlPlane {
             .env("HELM_DATA_HOME", home.join("data"))
             .stdin(Stdio::null());
         Ok(cmd)
+    }
+}
+
+/// A `kubectl port-forward` to a Service or Pod, on a free local port; stopped when dropped.
+#[derive(Debug)]
+pub struct PortForward {
+    pub port: u16,
+    process: Managed,
+}
+
+impl PortForward {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The kubectl process (its log shows every forwarded connection).
+    pub fn process(&self) -> &Managed {
+        &self.process
+    }
+}
+
+impl ControlPlane {
+    /// `kubectl port-forward -n <namespace> <target> :<remote>` (127.0.0.1 only), waiting until
+    /// it listens.
+    pub async fn port_forward(
+        &self,
+        namespace: &str,
+        target: &str,
+        remote: u16,
+    ) -> Result<PortForward> {
+        let mut cmd = self.kubectl_command();
+        cmd.args(["port-forward", "--address", "127.0.0.1", "-n", namespace, target])
+            .arg(format!(":{remote}"));
+        let name = format!(
+            "port-forward-{}-{}",
+            target.replace('/', "-"),
+            rand::random::<u16>()
+        );
+        let mut process = Managed::spawn(&name, cmd, &self.logs_dir(), Duration::from_secs(2))?;
+        let log = process.log_path().to_path_buf();
+        let mut port = 0u16;
+        wait_until(&format!("kubectl port-forward {target}"), READY_TIMEOUT, || {
+            let early = process.ensure_running();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            // "Forwarding from 127.0.0.1:43021 -> 9411"
+            let found = text.lines().find_map(|l| {
+                l.strip_prefix("Forwarding from 127.0.0.1:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+            });
+            if let Some(p) = found {
+                port = p;
+            }
+            async move {
+                early?;
+                Ok(found.is_some())
+            }
+        })
+        .await?;
+        Ok(PortForward { port, process })
     }
 }
 

@@ -2,6 +2,14 @@
 //!
 //! - [`process`]: child processes in their own process group, logs captured to files,
 //!   killed on drop, on panic and when the harness dies; a PID ledger proves it.
+//! - [`browser`]: headless Chromium, for what a user sees in the Zipkin UI.
+//! - [`chart`]: the Helm chart rendered by Helm, and the pods, containers and environment in it.
+//! - [`ledger`]: every process and host resource the harness creates, for the teardown proof;
+//!   [`host`]: the mounts and processes it inspects.
+//! - [`docker`]: a private Docker daemon (its own socket, exec root and data root) for the image
+//!   and real-node tests.
+//! - [`node`]: a real Kubernetes node (containerd, kubelet, kube-proxy, CoreDNS in a network
+//!   namespace) joined to a control plane: pods with real containers.
 //! - [`tools`]: where `scripts/install-tools.sh` put each tool.
 //! - [`stack`]: Kafka (KRaft), the OpenTelemetry Collector and Zipkin, each with a readiness
 //!   check that means ready.
@@ -12,7 +20,13 @@
 //!   named tests, component logs printed when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+pub mod chart;
 pub mod controlplane;
+pub mod docker;
+pub mod host;
+pub mod ledger;
+pub mod node;
 pub mod process;
 pub mod runner;
 pub mod services;

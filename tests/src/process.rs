@@ -8,7 +8,7 @@
 //! - has stdout and stderr captured line by line into `<logs>/<name>.log`; `TEST_LOG=1`
 //!   also streams them to stderr prefixed with the component name,
 //! - is stopped on drop: SIGTERM to the group, a grace period, then SIGKILL, then reaped,
-//! - is recorded in the PID ledger ([`ledger_path`]) so a later check can prove that nothing
+//! - is recorded in the ledger ([`crate::ledger`]) so a later check can prove that nothing
 //!   the harness started is still alive.
 
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ impl Managed {
         let program = format!("{:?}", cmd.get_program());
         let mut child =
             spawner::spawn(cmd).with_context(|| format!("{name}: starting {program}"))?;
-        ledger_record(child.id(), name);
+        crate::ledger::record_process(child.id(), name);
         let stream = std::env::var_os("TEST_LOG").is_some_and(|v| v != "0");
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -253,75 +253,16 @@ where
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// PID ledger
-
-/// Where every spawned process is recorded as `pid starttime name` lines.
-/// `JOURNEY_PID_LEDGER` overrides it; the default lives in the system temp dir.
-pub fn ledger_path() -> PathBuf {
-    std::env::var_os("JOURNEY_PID_LEDGER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("journey-harness-pids"))
+/// Sends `signal` to process `pid` (not one the harness spawned itself: a daemon's helper);
+/// false when it could not be sent (e.g. the process is gone).
+pub fn kill_pid(pid: u32, signal: i32) -> bool {
+    sys::kill(pid as libc::pid_t, signal) == 0
 }
 
-fn ledger_record(pid: u32, name: &str) {
-    let start = proc_start_time(pid).unwrap_or(0);
-    let path = ledger_path();
-    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&path) {
-        let _ = writeln!(f, "{pid} {start} {name}");
-    }
-}
-
-/// A process recorded in the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntry {
-    pub pid: u32,
-    pub start_time: u64,
-    pub name: String,
-}
-
-/// Reads the ledger (missing file = empty).
-pub fn ledger_entries() -> Vec<LedgerEntry> {
-    let text = std::fs::read_to_string(ledger_path()).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ' ');
-            Some(LedgerEntry {
-                pid: it.next()?.parse().ok()?,
-                start_time: it.next()?.parse().ok()?,
-                name: it.next()?.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// True when `entry`'s process is still alive (same pid AND same start time, so a reused
-/// pid is not mistaken for ours). Zombies count as dead.
-pub fn is_alive(entry: &LedgerEntry) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", entry.pid)) {
-        Ok(stat) => {
-            let (state, start) = parse_stat(&stat);
-            state != Some('Z') && start == Some(entry.start_time)
-        }
-        Err(_) => false,
-    }
-}
-
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).1
-}
-
-/// (state, starttime) from /proc/<pid>/stat; the command name may contain spaces and ')'.
-fn parse_stat(stat: &str) -> (Option<char>, Option<u64>) {
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return (None, None);
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm field: state is field 3 (index 0 here), starttime field 22 (index 19).
-    let state = fields.first().and_then(|s| s.chars().next());
-    let start = fields.get(19).and_then(|s| s.parse().ok());
-    (state, start)
+/// Tries to take an exclusive `flock` on the open file `fd` without waiting; true when taken
+/// (it is held until the file is closed).
+pub fn try_lock(fd: std::os::fd::RawFd) -> bool {
+    sys::flock_exclusive_nonblocking(fd)
 }
 
 /// Environment of KEY=VALUE pairs for a child, from a map.
@@ -378,6 +319,11 @@ mod sys {
         unsafe { libc::kill(pid, sig) }
     }
 
+    pub(super) fn flock_exclusive_nonblocking(fd: std::os::fd::RawFd) -> bool {
+        // SAFETY: flock(2) on a descriptor the caller keeps open; no memory is passed.
+        unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    }
+
     pub(super) fn prepare(cmd: &mut Command) {
         cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -395,13 +341,6 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parsing_handles_spaces_and_parens_in_the_command_name() {
-        let stat =
-            "1234 (java (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 30 0 987654 0 0";
-        assert_eq!(parse_stat(stat), (Some('S'), Some(987654)));
-    }
 
     #[test]
     fn free_port_never_hands_out_the_same_port_twice() {

@@ -50,7 +50,25 @@ impl Fixture for () {
 
 /// Runs `tests` against the fixture made by `setup` (skipped for `--list`).
 pub fn main<F: Fixture>(setup: impl FnOnce() -> Result<F>, tests: Vec<Test<F>>) -> ExitCode {
-    let args = Arguments::from_args();
+    run(Arguments::from_args(), setup, tests)
+}
+
+/// Like [`main`], one test at a time in the order given: for tests that change the shared
+/// fixture (a fault, an uninstall) and build on what earlier ones did.
+pub fn main_in_order<F: Fixture>(
+    setup: impl FnOnce() -> Result<F>,
+    tests: Vec<Test<F>>,
+) -> ExitCode {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    run(args, setup, tests)
+}
+
+fn run<F: Fixture>(
+    args: Arguments,
+    setup: impl FnOnce() -> Result<F>,
+    tests: Vec<Test<F>>,
+) -> ExitCode {
     if args.list {
         let trials = tests
             .iter()

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use journey_tests::process::{LedgerEntry, is_alive, ledger_entries};
+use journey_tests::ledger::{LedgerEntry, is_alive, ledger_entries};
 use journey_tests::runner::{self, block_on};
 use journey_tests::stack::{Stack, broker_count};
 use journey_tests::tests;

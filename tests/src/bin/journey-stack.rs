@@ -4,14 +4,18 @@
 //!   the chart's topics, starts producer, relay and sink, POSTs a few messages, prints each
 //!   trace id with its Zipkin UI link and the journey as `journeyctl journey` shows it, then
 //!   stays up until Ctrl-C. `--once` also runs `journeyctl verify` and exits 0 (PASS) or 1.
-//! - `journey-stack check-ledger`: proves that no process the harness recorded in the PID
-//!   ledger is still alive (run at the end of `make test`, which gives each run its own ledger);
-//!   it only reports: another run's processes may share a default ledger.
+//! - `journey-stack images [local|journey|bases|standins]` (`make images`): starts the private
+//!   dockerd, runs `scripts/images.sh` against it, stops it.
+//! - `journey-stack check-ledger`: proves that nothing the harness recorded in the ledger is
+//!   left: no process alive, nothing mounted under a recorded directory and no process naming
+//!   one, no recorded network device, network namespace or cgroup (run at the end of
+//!   `make test`, which gives each run its own ledger).
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use journey_tests::process::{is_alive, ledger_entries, ledger_path};
+use journey_tests::docker::Docker;
+use journey_tests::ledger::{is_alive, ledger_entries, ledger_path, resources};
 use journey_tests::runner::block_on;
 use journey_tests::services::{JOURNEY_SPANS, Journey, TRACE_TIMEOUT, bin, has_spans, post_json};
 use serde_json::json;
@@ -26,32 +30,57 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("images") => {
+            let mode = args.get(1).map(String::as_str).unwrap_or("local");
+            match block_on(images(mode)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("images: FAILED: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("check-ledger") => check_ledger(),
         _ => {
-            eprintln!("usage: journey-stack demo [--once] | check-ledger");
+            eprintln!("usage: journey-stack demo [--once] | images [MODE] | check-ledger");
             ExitCode::from(2)
         }
     }
 }
 
+async fn images(mode: &str) -> Result<()> {
+    let docker = Docker::start().await?;
+    docker.api().build_images(mode)
+}
+
 fn check_ledger() -> ExitCode {
     let entries = ledger_entries();
     let alive: Vec<_> = entries.iter().filter(|e| is_alive(e)).collect();
-    if alive.is_empty() {
+    for e in &alive {
+        eprintln!("teardown: {} (pid {}) is still alive", e.name, e.pid);
+    }
+    let resources = resources();
+    let mut left = Vec::new();
+    for r in &resources {
+        left.extend(r.leftovers());
+    }
+    for l in &left {
+        eprintln!("teardown: {l}");
+    }
+    if alive.is_empty() && left.is_empty() {
         println!(
-            "teardown: {} processes recorded in {}, none alive",
+            "teardown: {} processes and {} host resources (directories, devices, namespaces, cgroups) recorded in {}; none alive, nothing left",
             entries.len(),
+            resources.len(),
             ledger_path().display()
         );
         return ExitCode::SUCCESS;
     }
-    for e in &alive {
-        eprintln!("teardown: {} (pid {}) is still alive", e.name, e.pid);
-    }
     eprintln!(
-        "teardown: FAILED: {} of {} recorded processes outlived the tests (harness bug: a Managed process was leaked)",
+        "teardown: FAILED: {} of {} recorded processes outlived the tests and {} leftovers of recorded resources (a harness bug: something was not stopped or removed)",
         alive.len(),
-        entries.len()
+        entries.len(),
+        left.len()
     );
     ExitCode::FAILURE
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make test`: every test, in tiers from the fastest to the slowest, each one timed, then the
+# teardown proof. A failing tier does not stop the later ones; the run fails at the end if any
+# tier failed, and the summary names it.
+#
+#   scripts/test.sh              every tier
+#   scripts/test.sh images node  only these tiers (names below)
+#
+# Each integration test binary (tests/Cargo.toml [[test]]) belongs to exactly one tier: a binary
+# in none of them would never run, so that is an error.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$JOURNEY_ROOT"
+
+CARGO=${CARGO:-cargo}
+declare -A TIERS=(
+  [unit]=""
+  [stack]="harness journey producer_api dlq shutdown journeyctl_seed journeyctl_verify"
+  [chart]="chart control_plane journeyctl_wait"
+  [images]="images"
+  [node]="real_node"
+)
+ORDER=(unit stack chart images node)
+DESCRIBE_unit="unit tests of every crate"
+DESCRIBE_stack="the local stack: Kafka, the Collector, Zipkin and the services as processes"
+DESCRIBE_chart="the chart: Helm, the Collector config, Kafka env, a kube-apiserver with kwok"
+DESCRIBE_images="the images: built on a private dockerd, the chart's pods as containers"
+DESCRIBE_node="the chart on a real node: helm install/test, port-forward, Zipkin UI, faults"
+
+# Every [[test]] is in a tier.
+declare -A seen=()
+for t in "${ORDER[@]}"; do for b in ${TIERS[$t]}; do seen[$b]=1; done; done
+while read -r b; do
+  [ -n "${seen[$b]:-}" ] || die "tests/Cargo.toml: test binary '$b' is in no tier of scripts/test.sh"
+done < <(awk '/^\[\[test\]\]/ {t=1; next} t && /^name *=/ {gsub(/[" ]/, "", $0); sub(/name=/, ""); print; t=0}' tests/Cargo.toml)
+
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${ORDER[@]}")
+for t in "${selected[@]}"; do
+  [ -n "${TIERS[$t]+x}" ] || die "unknown tier '$t' (tiers: ${ORDER[*]})"
+done
+
+summary=()
+failed=()
+total=$SECONDS
+for t in "${ORDER[@]}"; do
+  [[ " ${selected[*]} " == *" $t "* ]] || continue
+  desc="DESCRIBE_$t"
+  printf '\n==> tier %s: %s\n' "$t" "${!desc}"
+  start=$SECONDS
+  if [ "$t" = unit ]; then
+    cmd=("$CARGO" test --locked --workspace --lib --bins --no-fail-fast)
+  else
+    cmd=("$CARGO" test --locked -p journey-tests --no-fail-fast)
+    for b in ${TIERS[$t]}; do cmd+=(--test "$b"); done
+  fi
+  echo "    ${cmd[*]}"
+  if "${cmd[@]}"; then result=ok; else result=FAILED; failed+=("$t"); fi
+  secs=$((SECONDS - start))
+  summary+=("$(printf '  %-8s %-7s %4dm%02ds' "$t" "$result" $((secs / 60)) $((secs % 60)))")
+  printf '==> tier %s: %s in %dm%02ds\n' "$t" "$result" $((secs / 60)) $((secs % 60))
+done
+
+printf '\n==> teardown: nothing the tests started or created is left\n'
+start=$SECONDS
+if "$CARGO" run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger; then
+  result=ok
+else
+  result=FAILED; failed+=(teardown)
+fi
+secs=$((SECONDS - start))
+summary+=("$(printf '  %-8s %-7s %4dm%02ds' teardown "$result" $((secs / 60)) $((secs % 60)))")
+
+secs=$((SECONDS - total))
+printf '\n==> summary (%dm%02ds in all)\n' $((secs / 60)) $((secs % 60))
+printf '%s\n' "${summary[@]}"
+[ ${#failed[@]} -eq 0 ] || die "failed tiers: ${failed[*]}"

@@ -1,0 +1,540 @@
+//! The chart on a real node: what a user of kind or minikube does, with real containers.
+//!
+//! Setup: the six images built (`scripts/images.sh local` on the private dockerd) and saved;
+//! a control plane plus one real node (containerd, kubelet, kube-proxy, CoreDNS; see
+//! `journey_tests::node`); the images imported into the node's containerd; then
+//! `helm install --wait` with `ci/default-values.yaml` into a namespace that enforces Pod
+//! Security `restricted`, timed from the command to every pod Ready.
+//!
+//! The tests run in order: each builds on the installed release, the faults come late, the
+//! uninstall last.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use journey_tests::browser::{Browser, visible_text};
+use journey_tests::chart::ci_values;
+use journey_tests::controlplane::{ControlPlane, PortForward};
+use journey_tests::docker::Docker;
+use journey_tests::node::Cluster;
+use journey_tests::process::wait_until;
+use journey_tests::runner::{self, Fixture, block_on};
+use journey_tests::services::{Answer, JOURNEY_SPANS, TRACE_TIMEOUT, bin, has_spans, post};
+use journey_tests::zipkin::ZipkinApi;
+use journey_tests::{repo_root, say, tests};
+use serde_json::Value;
+
+fn main() -> std::process::ExitCode {
+    runner::main_in_order(
+        || block_on(RealNode::start()),
+        tests![
+            helm_install_wait_brings_every_pod_to_ready_in_a_restricted_namespace,
+            the_init_containers_log_their_progress_and_seed_the_topics,
+            kafka_reports_its_kraft_quorum,
+            helm_test_passes_journeyctl_verify_through_cluster_dns,
+            a_post_through_port_forward_is_a_complete_journey_that_journeyctl_shows,
+            the_zipkin_ui_in_chromium_shows_the_trace_and_the_dependency_graph,
+            deleting_the_relay_pod_replaces_it_and_messages_before_and_after_reach_the_sink,
+            deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers,
+            helm_uninstall_leaves_no_object_and_no_container_of_the_release,
+        ],
+    )
+}
+
+const RELEASE: &str = "journey";
+const NAMESPACE: &str = "journey";
+/// `helm install --wait`'s own bound (the README's user command uses the same).
+const INSTALL_TIMEOUT: &str = "10m";
+
+struct RealNode {
+    install: Duration,
+    helm_output: String,
+    /// The trace of the POST through the port-forward, for the browser test.
+    trace: Mutex<Option<String>>,
+    artifacts: PathBuf,
+    cluster: Cluster,
+}
+
+impl Fixture for RealNode {
+    fn logs_dirs(&self) -> Vec<PathBuf> {
+        self.cluster.logs_dirs()
+    }
+}
+
+impl RealNode {
+    async fn start() -> Result<RealNode> {
+        let artifacts = repo_root().join("target/journey-artifacts");
+        std::fs::create_dir_all(&artifacts)?;
+        let archive_dir = tempfile::Builder::new()
+            .prefix("journey-images-")
+            .tempdir()?;
+        let archive = archive_dir.path().join("images.tar");
+        save_images(&archive).await?;
+        let cluster = Cluster::start().await?;
+        cluster.node.import_images(&archive)?;
+        drop(archive_dir);
+
+        let cp = &cluster.cp;
+        cp.kubectl_ok(["create", "namespace", NAMESPACE])?;
+        cp.kubectl_ok([
+            "label",
+            "namespace",
+            NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+            "pod-security.kubernetes.io/audit=restricted",
+        ])?;
+        say!("real node: helm install --wait (Kafka, Collector, Zipkin, producer, relay, sink)");
+        let started = Instant::now();
+        let out = cp
+            .helm_command()?
+            .args(["install", RELEASE])
+            .arg(repo_root().join("charts/journey"))
+            .args(["-n", NAMESPACE, "--wait", "--timeout", INSTALL_TIMEOUT, "-f"])
+            .arg(ci_values("default"))
+            .output()
+            .context("running helm install")?;
+        let install = started.elapsed();
+        let helm_output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            let pods = cp
+                .kubectl_ok(["get", "pods", "-n", NAMESPACE, "-o", "wide"])
+                .unwrap_or_default();
+            let events = cp
+                .kubectl_ok(["get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp"])
+                .unwrap_or_default();
+            bail!(
+                "helm install --wait failed after {:.0}s:\n{helm_output}\npods:\n{pods}\nevents:\n{events}",
+                install.as_secs_f64()
+            );
+        }
+        say!(
+            "real node: helm install --wait: every pod Ready after {:.0}s",
+            install.as_secs_f64()
+        );
+        Ok(RealNode {
+            install,
+            helm_output,
+            trace: Mutex::new(None),
+            artifacts,
+            cluster,
+        })
+    }
+
+    fn cp(&self) -> &ControlPlane {
+        &self.cluster.cp
+    }
+
+    fn forward(&self, service: &str, port: u16) -> Result<PortForward> {
+        block_on(
+            self.cp()
+                .port_forward(NAMESPACE, &format!("svc/{RELEASE}-{service}"), port),
+        )
+    }
+
+    /// The pods of the release as JSON.
+    fn pods(&self) -> Result<Vec<Value>> {
+        let out = self.cp().kubectl_ok(["get", "pods", "-n", NAMESPACE, "-o", "json"])?;
+        let v: Value = serde_json::from_str(&out)?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The name of the one pod of a component.
+    fn pod_of(&self, component: &str) -> Result<String> {
+        let out = self.cp().kubectl_ok([
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            &format!("app.kubernetes.io/component={component}"),
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])?;
+        let names: Vec<&str> = out.split_whitespace().collect();
+        match names.as_slice() {
+            [one] => Ok(one.to_string()),
+            other => bail!("{component}: expected one running pod, found {other:?}"),
+        }
+    }
+}
+
+/// Builds the six images and the pause image on the private dockerd and saves them in one
+/// archive for containerd.
+async fn save_images(archive: &Path) -> Result<()> {
+    let docker = Docker::start().await?;
+    let api = docker.api();
+    api.build_images("local")?;
+    let mut images: Vec<String> = Vec::new();
+    for (_, _, spec) in journey_tests::chart::pods(&journey_tests::chart::render_ci("default")?) {
+        for c in journey_tests::chart::containers(spec) {
+            let image = journey_tests::chart::s(&c["image"]).to_string();
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
+    }
+    let tools = journey_tests::tools::Tools::load()?;
+    images.push(format!(
+        "localhost/journey/pause:{}",
+        tools.get("PAUSE_VERSION", "node")?
+    ));
+    let started = Instant::now();
+    let mut args = vec!["save", "--output"];
+    let path = archive.display().to_string();
+    args.push(&path);
+    args.extend(images.iter().map(String::as_str));
+    api.run(&args)?;
+    say!(
+        "real node: {} images saved in {:.0}s ({:.0} MB)",
+        images.len(),
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(archive)?.len() as f64 / 1e6
+    );
+    Ok(())
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn helm_install_wait_brings_every_pod_to_ready_in_a_restricted_namespace(
+    f: &RealNode,
+) -> Result<()> {
+    ensure!(
+        !f.helm_output.contains("would violate PodSecurity"),
+        "Pod Security warnings:\n{}",
+        f.helm_output
+    );
+    let pods = f.pods()?;
+    let mut components: Vec<String> = Vec::new();
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap_or("?");
+        ensure!(p["status"]["phase"] == "Running", "{name} is {}", p["status"]["phase"]);
+        ensure!(ready(p), "{name} is not Ready: {}", p["status"]["conditions"]);
+        for cs in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
+            ensure!(
+                cs["ready"] == true,
+                "{name}/{} is not ready",
+                cs["name"].as_str().unwrap_or("?")
+            );
+        }
+        components.push(
+            p["metadata"]["labels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        );
+    }
+    components.sort();
+    ensure!(
+        components == ["collector", "kafka", "producer", "relay", "sink", "zipkin"],
+        "pods of {components:?}"
+    );
+    say!(
+        "real node: install → all Ready in {:.0}s",
+        f.install.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn the_init_containers_log_their_progress_and_seed_the_topics(f: &RealNode) -> Result<()> {
+    let mut seeded = false;
+    for component in ["producer", "relay", "sink"] {
+        let pod = f.pod_of(component)?;
+        let log = f
+            .cp()
+            .kubectl_ok(["logs", "-n", NAMESPACE, &pod, "-c", "journeyctl-init"])?;
+        ensure!(
+            log.contains("waiting up to"),
+            "{pod}: journeyctl init printed no progress:\n{log}"
+        );
+        for topic in ["messages", "messages.processed", "messages.dlq"] {
+            ensure!(log.contains(topic), "{pod}: nothing about topic {topic}:\n{log}");
+        }
+        seeded |= log.contains("created");
+    }
+    ensure!(seeded, "no init container reports creating the topics");
+    Ok(())
+}
+
+fn kafka_reports_its_kraft_quorum(f: &RealNode) -> Result<()> {
+    let pod = f.pod_of("kafka")?;
+    let out = f.cp().kubectl_ok([
+        "exec",
+        "-n",
+        NAMESPACE,
+        &pod,
+        "-c",
+        "kafka",
+        "--",
+        "java",
+        "-Xmx128m",
+        "-cp",
+        "/opt/kafka/libs/*",
+        "org.apache.kafka.tools.MetadataQuorumCommand",
+        "--bootstrap-server",
+        "localhost:9092",
+        "describe",
+        "--status",
+    ])?;
+    for field in ["LeaderId:", "CurrentVoters:", "HighWatermark:"] {
+        ensure!(out.contains(field), "no {field} in the quorum status:\n{out}");
+    }
+    let leader = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LeaderId:"))
+        .map(str::trim)
+        .unwrap_or("");
+    ensure!(leader == "0", "the quorum has leader {leader:?}:\n{out}");
+    Ok(())
+}
+
+fn helm_test_passes_journeyctl_verify_through_cluster_dns(f: &RealNode) -> Result<()> {
+    let out = f
+        .cp()
+        .helm_command()?
+        .args(["test", RELEASE, "-n", NAMESPACE, "--logs", "--timeout", "5m"])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "helm test failed:\n{text}");
+    ensure!(text.contains("PASS"), "helm test printed no PASS:\n{text}");
+    for svc in ["producer", "relay", "sink"] {
+        ensure!(text.contains(svc), "helm test's journey lacks {svc}:\n{text}");
+    }
+    Ok(())
+}
+
+async fn post_message(producer: &str, key: &str) -> Result<Answer> {
+    post(
+        &format!("{producer}/messages"),
+        Some("application/json"),
+        serde_json::to_vec(&serde_json::json!({"key": key, "payload": {"from": "real-node-test"}}))?,
+        &[],
+    )
+    .await
+}
+
+fn a_post_through_port_forward_is_a_complete_journey_that_journeyctl_shows(
+    f: &RealNode,
+) -> Result<()> {
+    let producer = f.forward("producer", 8080)?;
+    let zipkin = f.forward("zipkin", 9411)?;
+    let trace = block_on(async {
+        let answer = post_message(&producer.url(), "port-forward").await?;
+        let trace = answer.trace_id()?;
+        ZipkinApi::new(zipkin.url())
+            .wait_for_trace(&trace, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
+            .await?;
+        Ok::<_, anyhow::Error>(trace)
+    })?;
+    let out = std::process::Command::new(bin("journeyctl")?)
+        .args(["journey", &trace, "--zipkin-url", &zipkin.url()])
+        .env("NO_COLOR", "1")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "journeyctl journey failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        text.contains("services: producer → relay → sink"),
+        "journeyctl journey shows:\n{text}"
+    );
+    std::fs::write(f.artifacts.join("journey.txt"), &text)?;
+    say!("real node: journeyctl journey {trace}:\n{text}");
+    *f.trace.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(trace);
+    Ok(())
+}
+
+fn the_zipkin_ui_in_chromium_shows_the_trace_and_the_dependency_graph(f: &RealNode) -> Result<()> {
+    let trace = f
+        .trace
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone()
+        .context("no trace from the port-forward test")?;
+    let zipkin = f.forward("zipkin", 9411)?;
+    let browser = Browser::new()?;
+    let url = format!("{}/zipkin/traces/{trace}", zipkin.url());
+    let text = visible_text(&browser.rendered_dom(&url)?);
+    for needle in [
+        "producer",
+        "relay",
+        "sink",
+        "post /messages",
+        "send messages",
+        "process messages",
+        "send messages.processed",
+        "process messages.processed",
+    ] {
+        ensure!(
+            text.to_lowercase().contains(needle),
+            "the Zipkin UI's trace page does not show {needle:?}: {}",
+            &text[..text.len().min(2000)]
+        );
+    }
+    browser.screenshot(&url, &f.artifacts.join("zipkin-trace.png"))?;
+    let deps = format!("{}/zipkin/dependency", zipkin.url());
+    let text = visible_text(&browser.rendered_dom(&deps)?);
+    for needle in ["producer", "kafka", "relay", "sink"] {
+        ensure!(
+            text.contains(needle),
+            "the dependency page does not show {needle:?}: {}",
+            &text[..text.len().min(2000)]
+        );
+    }
+    browser.screenshot(&deps, &f.artifacts.join("zipkin-dependencies.png"))?;
+    if std::env::var_os("JOURNEY_UPDATE_DOCS").is_some() {
+        let docs = repo_root().join("docs");
+        std::fs::create_dir_all(&docs)?;
+        for png in ["zipkin-trace.png", "zipkin-dependencies.png"] {
+            std::fs::copy(f.artifacts.join(png), docs.join(png))?;
+        }
+        say!("real node: screenshots copied to docs/");
+    }
+    Ok(())
+}
+
+/// Waits until the trace of `trace` holds the sink's process span.
+async fn wait_delivered(zipkin: &ZipkinApi, trace: &str) -> Result<()> {
+    zipkin
+        .wait_for_trace(trace, Duration::from_secs(120), |s| has_spans(s, &JOURNEY_SPANS))
+        .await
+        .map(|_| ())
+}
+
+fn deleting_the_relay_pod_replaces_it_and_messages_before_and_after_reach_the_sink(
+    f: &RealNode,
+) -> Result<()> {
+    let producer = f.forward("producer", 8080)?;
+    let zipkin = f.forward("zipkin", 9411)?;
+    let api = ZipkinApi::new(zipkin.url());
+    let old = f.pod_of("relay")?;
+    block_on(async {
+        let before = post_message(&producer.url(), "before-relay-delete").await?.trace_id()?;
+        f.cp()
+            .kubectl_ok(["delete", "pod", "-n", NAMESPACE, &old, "--wait=false"])?;
+        let after = post_message(&producer.url(), "after-relay-delete").await?.trace_id()?;
+        wait_until("real node: a new relay pod Ready", Duration::from_secs(180), || async {
+            let pods = f.pods()?;
+            Ok(pods.iter().any(|p| {
+                p["metadata"]["labels"]["app.kubernetes.io/component"] == "relay"
+                    && p["metadata"]["name"] != old.as_str()
+                    && ready(p)
+            }))
+        })
+        .await?;
+        wait_delivered(&api, &before).await?;
+        wait_delivered(&api, &after).await
+    })
+}
+
+fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &RealNode) -> Result<()> {
+    let producer = f.forward("producer", 8080)?;
+    let zipkin = f.forward("zipkin", 9411)?;
+    let kafka = f.pod_of("kafka")?;
+    let uid = f
+        .cp()
+        .kubectl_ok(["get", "pod", "-n", NAMESPACE, &kafka, "-o", "jsonpath={.metadata.uid}"])?;
+    f.cp()
+        .kubectl_ok(["delete", "pod", "-n", NAMESPACE, &kafka, "--wait=false"])?;
+    block_on(async {
+        // The producer's readiness (a Kafka metadata request) drops...
+        wait_until("real node: the producer pod turns unready", Duration::from_secs(120), || async {
+            let pods = f.pods()?;
+            Ok(pods.iter().any(|p| {
+                p["metadata"]["labels"]["app.kubernetes.io/component"] == "producer" && !ready(p)
+            }))
+        })
+        .await?;
+        // ... and a POST meanwhile gets a 503 within the configured bound, not a hang.
+        let started = Instant::now();
+        let answer = post_message(&producer.url(), "during-kafka-outage").await?;
+        let took = started.elapsed();
+        if answer.status == 202 {
+            say!("real node: Kafka was back before the POST ({took:?}); no 503 to see");
+        } else {
+            ensure!(answer.status == 503, "during the outage: {} {}", answer.status, answer.body);
+            ensure!(took < Duration::from_secs(45), "the 503 took {took:?}");
+        }
+        wait_until("real node: a new Kafka pod and every pod Ready", Duration::from_secs(300), || async {
+            let pods = f.pods()?;
+            let new_kafka = pods.iter().any(|p| {
+                p["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka"
+                    && p["metadata"]["uid"] != uid.as_str()
+                    && ready(p)
+            });
+            Ok(new_kafka && pods.iter().all(ready))
+        })
+        .await?;
+        // The whole journey works again (the topics are back).
+        let api = ZipkinApi::new(zipkin.url());
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let answer = post_message(&producer.url(), "after-kafka-restart").await?;
+            if answer.status == 202 {
+                let trace = answer.trace_id()?;
+                return wait_delivered(&api, &trace).await;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "after Kafka came back the producer still answers {} {}",
+                    answer.status,
+                    answer.body
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    })
+}
+
+fn helm_uninstall_leaves_no_object_and_no_container_of_the_release(f: &RealNode) -> Result<()> {
+    let out = f
+        .cp()
+        .helm_command()?
+        .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "3m"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "helm uninstall failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = f.cp().kubectl_ok([
+        "get",
+        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,pvc,pdb,networkpolicies",
+        "-n",
+        NAMESPACE,
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "-o",
+        "name",
+    ])?;
+    ensure!(left.trim().is_empty(), "left in the namespace:\n{left}");
+    let cluster_wide = f.cp().kubectl_ok([
+        "get",
+        "clusterroles,clusterrolebindings",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "-o",
+        "name",
+    ])?;
+    ensure!(cluster_wide.trim().is_empty(), "left cluster-wide:\n{cluster_wide}");
+    block_on(wait_until(
+        "real node: no container of the release in containerd",
+        Duration::from_secs(120),
+        || async { Ok(f.cluster.node.containers_in(NAMESPACE)?.is_empty()) },
+    ))
+}

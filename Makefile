@@ -8,7 +8,7 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images test check-ledger demo fmt lint k8s-manifests
+.PHONY: help tools build images test check-ledger clean-ledger demo fmt lint k8s-manifests
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: tools build ## Every test tier (unit, local stack, chart, images), timed, 
 
 check-ledger: ## Prove nothing the harness recorded (processes, mounts, devices) is left
 	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger
+
+clean-ledger: ## After a killed test run: stop and remove what the ledger says it left
+	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- clean-ledger
 
 demo: tools build ## Start the stack and the services, send messages, print their traces (ONCE=1: verify and exit)
 	target/debug/journey-stack demo $(if $(filter 1,$(ONCE)),--once,)

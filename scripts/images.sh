@@ -31,12 +31,11 @@ APP_VERSION=$(awk -F'"' '/^appVersion:/ {print $2}' "${JOURNEY_ROOT}/charts/jour
 [ -n "$APP_VERSION" ] || die "images: no appVersion in charts/journey/Chart.yaml"
 : "${JOURNEY_TAG:=${APP_VERSION}}"
 
-# The local bases and the pause image (names of our own; the third-party stand-ins use the
-# chart's names, from values.yaml).
+# The local bases (names of our own; the third-party stand-ins use the chart's names, from
+# values.yaml; PAUSE_IMAGE is pinned in tools/versions.env).
 RUST_BASE="journey-local/rust:${RUST_VERSION%.*}-bookworm"
 RUNTIME_BASE="journey-local/cc-debian12:nonroot"
 JRE_BASE="journey-local/jre:17-bookworm"
-PAUSE_IMAGE="localhost/journey/pause:${PAUSE_VERSION}"
 
 IMAGES_DIR="${JOURNEY_ROOT}/tools/images"
 WORK="${JOURNEY_CACHE}/images"

@@ -24,6 +24,16 @@ need_java17() {
   [ "${v%%.*}" -ge 17 ] 2>/dev/null || die "java ${v:-unknown} found, Kafka 4 and Zipkin 3 need Java 17+ (set JAVA_HOME/PATH)"
 }
 
+# need_go <min version>: Go at least that version (e.g. 1.26.8), else fail naming it.
+need_go() {
+  need go "install Go $1+ (https://go.dev/doc/install)"
+  local have
+  have=$(go env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*$//')
+  # sort -V puts the lower version first: the minimum must come first (or be equal).
+  [ "$(printf '%s\n%s\n' "$1" "$have" | sort -V | head -n1)" = "$1" ] ||
+    die "Go ${have:-unknown} found, $1+ needed: install Go $1+ (https://go.dev/doc/install)"
+}
+
 # step <name> <command...>: run a step, print how long it took. Called plainly (not after
 # `||` or in `if`), so `set -e` stays in force inside the step; the ERR trap names the step.
 step() {
@@ -35,7 +45,11 @@ step() {
   log "${name}: done in $((SECONDS - start))s"
   JOURNEY_STEP=
 }
-trap 'rc=$?; [ -n "${JOURNEY_STEP:-}" ] && log "error: ${JOURNEY_STEP} failed (exit ${rc}; see the output above)"' ERR
+on_error() {
+  local rc=$?
+  [ -z "${JOURNEY_STEP:-}" ] || log "error: ${JOURNEY_STEP} failed (exit ${rc}; see the output above)"
+}
+trap on_error ERR
 set -o errtrace
 
 # apt_install <package...>: install Debian packages (as root, or with sudo), naming them first.

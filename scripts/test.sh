@@ -16,16 +16,20 @@ CARGO=${CARGO:-cargo}
 declare -A TIERS=(
   [unit]=""
   [stack]="harness journey producer_api dlq shutdown journeyctl_seed journeyctl_verify"
-  [chart]="chart control_plane journeyctl_wait"
+  [chart]="chart control_plane journeyctl_wait workflow"
   [images]="images"
   [node]="real_node"
+  [skaffold]="skaffold"
 )
-ORDER=(unit stack chart images node)
-DESCRIBE_unit="unit tests of every crate"
-DESCRIBE_stack="the local stack: Kafka, the Collector, Zipkin and the services as processes"
-DESCRIBE_chart="the chart: Helm, the Collector config, Kafka env, a kube-apiserver with kwok"
-DESCRIBE_images="the images: built on a private dockerd, the chart's pods as containers"
-DESCRIBE_node="the chart on a real node: helm install/test, port-forward, Zipkin UI, faults"
+ORDER=(unit stack chart images node skaffold)
+declare -A DESCRIBE=(
+  [unit]="unit tests of every crate"
+  [stack]="the local stack: Kafka, the Collector, Zipkin and the services as processes"
+  [chart]="the chart: Helm, the Collector config, Kafka env, a kube-apiserver with kwok, the kind workflow"
+  [images]="the images: built on a private dockerd, the chart's pods as containers"
+  [node]="the chart on a real node: helm install/test, port-forward, Zipkin UI, faults"
+  [skaffold]="skaffold render, run and dev on a real node, through a local registry"
+)
 
 # Every [[test]] is in a tier.
 declare -A seen=()
@@ -45,8 +49,7 @@ failed=()
 total=$SECONDS
 for t in "${ORDER[@]}"; do
   [[ " ${selected[*]} " == *" $t "* ]] || continue
-  desc="DESCRIBE_$t"
-  printf '\n==> tier %s: %s\n' "$t" "${!desc}"
+  printf '\n==> tier %s: %s\n' "$t" "${DESCRIBE[$t]}"
   start=$SECONDS
   if [ "$t" = unit ]; then
     cmd=("$CARGO" test --locked --workspace --lib --bins --no-fail-fast)

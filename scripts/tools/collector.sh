@@ -17,7 +17,6 @@ install_collector() {
   if installed "$dir" && [ -x "$bin" ] && [ "$rendered" = "$(cat "$dir/manifest.yaml" 2>/dev/null)" ]; then
     log "collector: ${OTELCOL_VERSION} already installed"
   else
-    need go "install Go 1.25+ (https://go.dev/doc/install)"
     installed "$dir" && log "collector: tools/collector/manifest.yaml changed, rebuilding"
     rm -f "$dir/.installed" "$bin"
     rm -rf "$dir/build"

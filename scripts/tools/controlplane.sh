@@ -85,7 +85,6 @@ install_controlplane() {
   local fp
   fp=$(controlplane_fingerprint)
   if ! installed "$dir" || [ "$(cat "$dir/.fingerprint" 2>/dev/null)" != "$fp" ]; then
-    need go "install Go 1.26+ (https://go.dev/doc/install)"
     rm -rf "$dir"; mkdir -p "$dir"
     controlplane_build "$dir"
     echo "$fp" >"$dir/.fingerprint"

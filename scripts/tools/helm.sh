@@ -3,7 +3,6 @@
 install_helm() {
   local dir="${JOURNEY_CACHE}/helm-${HELM_VERSION}"
   if ! installed "$dir"; then
-    need go "install Go 1.24+ (https://go.dev/doc/install)"
     rm -rf "$dir"; mkdir -p "$dir"
     local major=${HELM_VERSION%%.*}
     log "helm: go install helm.sh/helm/v${major}/cmd/helm@v${HELM_VERSION}"

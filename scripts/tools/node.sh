@@ -20,7 +20,7 @@ node_part() {
     log "node: ${what} already installed"
     return 0
   fi
-  need go "install Go 1.26.8+ (https://go.dev/doc/install)"
+  need_go 1.26.8
   installed "$dir" && log "node: ${what}: pins or build inputs changed, rebuilding"
   rm -rf "$dir"; mkdir -p "$dir"
   local start=$SECONDS
@@ -172,5 +172,5 @@ install_node() {
     "CTR=$c/bin/ctr" "CNI_BIN_DIR=$n/cni-bin" "KUBELET=$k/bin/kubelet" "KUBE_PROXY=$k/bin/kube-proxy" \
     "COREDNS=$d/bin/coredns" "RUNC=/usr/sbin/runc" "IPTABLES=/usr/sbin/iptables" \
     "CONTAINERD_VERSION=${CONTAINERD_VERSION}" "CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION}" \
-    "COREDNS_VERSION=${COREDNS_VERSION}"
+    "COREDNS_VERSION=${COREDNS_VERSION}" "PAUSE_IMAGE=${PAUSE_IMAGE}"
 }

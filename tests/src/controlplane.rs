@@ -557,6 +557,25 @@ impl ControlPlane {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A command (one of `scripts/cluster/*.sh`) that runs kubectl and Helm on this control plane
+    /// through `KUBECONFIG`, `KUBECTL` and `HELM`, with Helm's directories inside this control
+    /// plane's (as [`ControlPlane::helm_command`]).
+    pub fn script_command(&self, script: &Path) -> Result<Command> {
+        let helm = self.helm_command()?;
+        let mut cmd = Command::new(script);
+        for (k, v) in helm.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECTL", &self.kubectl)
+            .env("HELM", helm.get_program())
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
     /// A `helm` command (`HELM` from the installer) on this control plane: its kubeconfig, and
     /// Helm's cache, config and data directories inside this control plane's directory, so
     /// nothing is read from or written to the user's own Helm setup.

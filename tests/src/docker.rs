@@ -197,7 +197,7 @@ impl Drop for Docker {
             }
         }
         for c in cgroup_dirs() {
-            remove_cgroup_tree(&c);
+            crate::host::remove_cgroup_tree(&c);
         }
     }
 }
@@ -469,23 +469,6 @@ fn cgroup_dirs() -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path().join(CGROUP_PARENT))
         .collect()
-}
-
-/// Removes an (empty of processes) cgroup directory tree, deepest first.
-pub fn remove_cgroup_tree(dir: &Path) {
-    if !dir.is_dir() {
-        return;
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        say!("cgroup {} not removed: {e}", dir.display());
-    }
 }
 
 fn clone_command(cmd: &Command) -> Command {

@@ -2,6 +2,7 @@
 //! processes (from `/proc/<pid>/cmdline`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -93,6 +94,47 @@ pub fn kill_processes_naming(needle: &Path) -> usize {
         crate::process::kill_pid(*pid, libc::SIGKILL);
     }
     found.len()
+}
+
+/// SIGKILLs every process in a cgroup tree; returns how many.
+pub fn kill_cgroup_tree(dir: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            if crate::process::kill_pid(pid, libc::SIGKILL) {
+                n += 1;
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                n += kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    // Give the kernel a moment to reap them before the cgroups are removed.
+    if n > 0 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    n
+}
+
+/// Removes an (empty of processes) cgroup directory tree, deepest first.
+pub fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        crate::say!("cgroup {} not removed: {e}", dir.display());
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //!   and real-node tests.
 //! - [`node`]: a real Kubernetes node (containerd, kubelet, kube-proxy, CoreDNS in a network
 //!   namespace) joined to a control plane: pods with real containers.
+//! - [`registry`]: a local OCI registry, as kind's local-registry guide runs one.
 //! - [`tools`]: where `scripts/install-tools.sh` put each tool.
 //! - [`stack`]: Kafka (KRaft), the OpenTelemetry Collector and Zipkin, each with a readiness
 //!   check that means ready.
@@ -28,6 +29,7 @@ pub mod host;
 pub mod ledger;
 pub mod node;
 pub mod process;
+pub mod registry;
 pub mod runner;
 pub mod services;
 pub mod stack;

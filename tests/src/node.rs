@@ -358,10 +358,19 @@ impl Node {
             dir,
         };
 
-        // containerd
-        let config = containerd_config(&root, &tools)?;
-        let mut cmd = net.command(tools.path("CONTAINERD", "node")?);
-        cmd.arg("--config").arg(&config);
+        // containerd (its own bin dir first on the PATH: a `ctr`, a shim it runs)
+        let oom = OomScores::for_this_host();
+        let config = containerd_config(&root, &tools, oom)?;
+        let containerd = tools.path("CONTAINERD", "node")?;
+        let mut cmd = net.command(&containerd);
+        cmd.arg("--config").arg(&config).env(
+            "PATH",
+            format!(
+                "{}:{}",
+                containerd.parent().unwrap_or(Path::new("/")).display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
         node.containerd = Some(Managed::spawn(
             "containerd",
             cmd,
@@ -393,7 +402,10 @@ impl Node {
             Ok(path)
         };
         let kubelet_config = root.join("kubelet.yaml");
-        std::fs::write(&kubelet_config, kubelet_yaml(&root, net.node_ip, &pki.ca_crt))?;
+        std::fs::write(
+            &kubelet_config,
+            kubelet_yaml(&root, net.node_ip, &pki.ca_crt, oom),
+        )?;
         std::fs::write(root.join("resolv.conf"), "")?;
         let mut cmd = net.command(tools.path("KUBELET", "node")?);
         cmd.arg(format!("--config={}", kubelet_config.display()))
@@ -409,7 +421,7 @@ impl Node {
         let proxy_config = root.join("kube-proxy.yaml");
         std::fs::write(
             &proxy_config,
-            kube_proxy_yaml(&kubeconfig("kube-proxy", &users.proxy)?),
+            kube_proxy_yaml(&kubeconfig("kube-proxy", &users.proxy)?, oom),
         )?;
         let mut cmd = net.command(tools.path("KUBE_PROXY", "node")?);
         cmd.arg(format!("--config={}", proxy_config.display()));
@@ -504,6 +516,20 @@ impl Node {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Tells containerd how to reach registry `host` (as images name it, e.g. `localhost:5001`):
+    /// at `endpoint` over plain HTTP, as kind's local-registry guide does for its nodes.
+    pub fn trust_registry(&self, host: &str, endpoint: &str) -> Result<()> {
+        let dir = self.dir.path().join("containerd/certs.d").join(host);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n\n[host.\"{endpoint}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        Ok(())
+    }
+
     /// Imports an image archive (`docker save` output) into containerd's `k8s.io` namespace.
     pub fn import_images(&self, archive: &Path) -> Result<()> {
         let started = Instant::now();
@@ -548,7 +574,7 @@ impl Node {
             }
         }
         // Every container process (pods' cgroups), then containerd, then the shims it left.
-        let killed = kill_cgroup_tree(&cgroup_root("pids"));
+        let killed = crate::host::kill_cgroup_tree(&cgroup_root("pids"));
         if killed > 0 {
             say!("node: killed {killed} container processes");
         }
@@ -564,7 +590,7 @@ impl Node {
             say!("node: {e:#}");
         }
         for c in cgroup_dirs() {
-            crate::docker::remove_cgroup_tree(&c);
+            crate::host::remove_cgroup_tree(&c);
         }
         restore_sysctls(&self.sysctls);
         clean_container_log_links(&root, self.created_log_dir);
@@ -577,11 +603,39 @@ impl Drop for Node {
     }
 }
 
-fn containerd_config(root: &Path, tools: &Tools) -> Result<PathBuf> {
-    let pause = format!(
-        "localhost/journey/pause:{}",
-        tools.get("PAUSE_VERSION", "node").unwrap_or_else(|_| "3.10".into())
-    );
+/// Whether this host lets root lower OOM scores (CAP_SYS_RESOURCE). Some sandboxed hosts (the
+/// CI machine) drop that capability: then the kubelet's -998 for pod sandboxes and -999 for
+/// itself and kube-proxy cannot be applied, so containerd clamps pods' scores to its own and
+/// the agents keep theirs.
+#[derive(Debug, Clone, Copy)]
+struct OomScores {
+    can_lower: bool,
+}
+
+impl OomScores {
+    fn for_this_host() -> OomScores {
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        let can_lower = eff & (1 << CAP_SYS_RESOURCE) != 0;
+        if !can_lower {
+            say!("node: no CAP_SYS_RESOURCE here: OOM scores are not lowered (containerd restrict_oom_score_adj)");
+        }
+        OomScores { can_lower }
+    }
+
+    /// The kubelet's and kube-proxy's own score (their defaults: -999).
+    fn agent(self) -> i32 {
+        if self.can_lower { -999 } else { 0 }
+    }
+}
+
+fn containerd_config(root: &Path, tools: &Tools, oom: OomScores) -> Result<PathBuf> {
+    let pause = tools.get("PAUSE_IMAGE", "node")?;
     let d = |p: &str| root.join(p).display().to_string();
     let text = format!(
         r#"version = 3
@@ -606,10 +660,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri"]
   enable_selinux = false
   disable_apparmor = true
   netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = {restrict_oom}
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      # The shim built with this containerd (another one may be on the PATH: Debian's docker.io
+      # brings containerd 1.6's).
+      runtime_path = "{shim}"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = "{runc}"
         Root = "{runc_root}"
@@ -630,6 +688,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri"]
         shims = d("s"),
         certs = d("containerd/certs.d"),
         runc = tools.get("RUNC", "node")?,
+        shim = tools.get("CONTAINERD_SHIM", "node")?,
+        restrict_oom = !oom.can_lower,
         runc_root = d("containerd/runc"),
         cni_bin = tools.get("CNI_BIN_DIR", "node")?,
         cni_conf = d("cni/net.d"),
@@ -667,7 +727,7 @@ fn cni_conflist(root: &Path) -> String {
     )
 }
 
-fn kubelet_yaml(root: &Path, node_ip: Ipv4Addr, client_ca: &Path) -> String {
+fn kubelet_yaml(root: &Path, node_ip: Ipv4Addr, client_ca: &Path, oom: OomScores) -> String {
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -695,6 +755,7 @@ clusterDomain: cluster.local
 resolvConf: {resolv}
 podLogsDir: {pod_logs}
 failSwapOn: false
+oomScoreAdj: {oom_score}
 serializeImagePulls: false
 # The test disk is shared with everything else: evict only when it is really full.
 imageGCHighThresholdPercent: 100
@@ -709,10 +770,11 @@ evictionHard:
         client_ca = client_ca.display(),
         resolv = root.join("resolv.conf").display(),
         pod_logs = root.join("pod-logs").display(),
+        oom_score = oom.agent(),
     )
 }
 
-fn kube_proxy_yaml(kubeconfig: &Path) -> String {
+fn kube_proxy_yaml(kubeconfig: &Path, oom: OomScores) -> String {
     format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -731,8 +793,10 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 iptables:
   localhostNodePorts: false
+oomScoreAdj: {oom_score}
 ",
-        kubeconfig = kubeconfig.display()
+        kubeconfig = kubeconfig.display(),
+        oom_score = oom.agent(),
     )
 }
 
@@ -846,30 +910,6 @@ fn create_cgroup_root() -> Result<()> {
             .with_context(|| format!("writing {}", cpuset.join(f).display()))?;
     }
     Ok(())
-}
-
-/// SIGKILLs every process in a cgroup tree; returns how many.
-fn kill_cgroup_tree(dir: &Path) -> usize {
-    let mut n = 0;
-    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-            if crate::process::kill_pid(pid, libc::SIGKILL) {
-                n += 1;
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                n += kill_cgroup_tree(&e.path());
-            }
-        }
-    }
-    // Give the kernel a moment to reap them before the cgroups are removed.
-    if n > 0 {
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    n
 }
 
 fn save_sysctls() -> Result<Vec<(String, String)>> {

@@ -253,6 +253,24 @@ where
     }
 }
 
+/// Runs `cmd` as component `name` to its end (at most `timeout`; its process group is killed
+/// after that), its output captured in `<logs_dir>/<name>.log` (streamed with `TEST_LOG=1`).
+/// Returns the exit status and the output.
+pub fn run_to_end(
+    name: &str,
+    cmd: Command,
+    logs_dir: &Path,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, String)> {
+    let mut p = Managed::spawn(name, cmd, logs_dir, Duration::from_secs(2))?;
+    let status = p.wait_exit(timeout);
+    let output = std::fs::read_to_string(p.log_path()).unwrap_or_default();
+    match status {
+        Ok(status) => Ok((status, output)),
+        Err(e) => Err(e.context(format!("{name}'s output:\n{output}"))),
+    }
+}
+
 /// Sends `signal` to process `pid` (not one the harness spawned itself: a daemon's helper);
 /// false when it could not be sent (e.g. the process is gone).
 pub fn kill_pid(pid: u32, signal: i32) -> bool {

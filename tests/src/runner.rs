@@ -115,7 +115,21 @@ fn run_one<F: Fixture>(name: &str, test: fn(&F) -> Result<()>, fixture: &F) -> R
             .unwrap_or_else(|| "panicked".into()),
     };
     print_logs(name, fixture);
+    hold_on_failure(name);
     Err(failure.into())
+}
+
+/// `JOURNEY_HOLD_ON_FAILURE=<seconds>`: keeps a failed test's fixture (stack, cluster) up that
+/// long before teardown, to look at it by hand.
+fn hold_on_failure(test: &str) {
+    let Some(secs) = std::env::var("JOURNEY_HOLD_ON_FAILURE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    say!("{test}: failed; holding the fixture for {secs}s (JOURNEY_HOLD_ON_FAILURE)");
+    std::thread::sleep(std::time::Duration::from_secs(secs));
 }
 
 /// Prints the tail of every component log of the fixture.

@@ -310,6 +310,38 @@ app.kubernetes.io/part-of: journey
     {{- with include "journey.kafka.caMount" . }}{{ . | nindent 4 }}{{ end }}
 {{- end -}}
 
+{{/* The Kafka pod's `topics` sidecar (a native sidecar: an init container that keeps running):
+     seeds the topics each time the pod starts, then every reseedInterval. A Kafka pod on an
+     emptyDir starts empty; the services, already running, get their topics back. No API token. */}}
+{{- define "journey.kafka.topicsSidecar" -}}
+{{- $v := .Values -}}
+- name: topics
+  image: {{ include "journey.image" (dict "ctx" . "image" $v.journeyctl.image) }}
+  imagePullPolicy: {{ $v.journeyctl.image.pullPolicy }}
+  restartPolicy: Always
+  args: [init, --keep-seeding, {{ $v.journeyctl.reseedInterval | quote }}]
+  env:
+    {{- include "journey.env.kafkaClient" . | nindent 4 }}
+    - name: KAFKA_EXPECTED_BROKERS
+      value: {{ $v.kafka.replicas | quote }}
+    - name: WAIT_TIMEOUT
+      value: {{ $v.journeyctl.waitTimeout | quote }}
+    - name: TOPICS_FILE
+      value: /etc/journey/topics/topics.yaml
+    - name: RUST_LOG
+      value: {{ $v.app.logLevel | quote }}
+    - name: LOG_FORMAT
+      value: {{ $v.app.logFormat | quote }}
+  resources:
+    {{- toYaml $v.journeyctl.resources | nindent 4 }}
+  securityContext:
+    {{- include "journey.securityContext" (dict "override" $v.journeyctl.securityContext) | nindent 4 }}
+  volumeMounts:
+    - name: topics
+      mountPath: /etc/journey/topics
+      readOnly: true
+{{- end -}}
+
 {{/* Checks that each topic a service uses is seeded, and that replication fits the brokers. */}}
 {{- define "journey.validate" -}}
 {{- $v := .Values -}}

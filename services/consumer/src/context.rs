@@ -2,7 +2,7 @@
 //! Its callbacks run inside the main loop's `recv()` (librdkafka serves them while polling).
 //!
 //! - Statistics (every `statistics.interval.ms`) refresh the [`LagSnapshot`] behind
-//!   `messaging.kafka.consumer.lag`.
+//!   `messaging.kafka.consumer.lag` and the [`Stalls`] behind `/healthz`.
 //! - Revoked partitions are noted for the main loop, which retires their workers
 //!   ([`crate::partitions`]) before it dispatches the next record, and resumed in case
 //!   backpressure had paused them (a pause would outlive the assignment).
@@ -14,11 +14,13 @@ use rdkafka::{ClientContext, Statistics};
 use tokio::sync::Notify;
 
 use crate::lag::LagSnapshot;
+use crate::stall::Stalls;
 
 /// The [`rdkafka::consumer::StreamConsumer`]'s context.
 #[derive(Debug, Default)]
 pub struct Context {
     lag: LagSnapshot,
+    stalls: Stalls,
     revoked: Mutex<Vec<(String, i32)>>,
     revocation: Notify,
 }
@@ -27,6 +29,11 @@ impl Context {
     /// The lags of the latest statistics report.
     pub fn lag(&self) -> &LagSnapshot {
         &self.lag
+    }
+
+    /// The assigned partitions that are not fetching (for liveness).
+    pub fn stalls(&self) -> &Stalls {
+        &self.stalls
     }
 
     /// The partitions revoked since the last call.
@@ -43,6 +50,7 @@ impl Context {
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         self.lag.update(&statistics);
+        self.stalls.update(&statistics, std::time::Instant::now());
     }
 }
 

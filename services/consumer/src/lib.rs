@@ -37,6 +37,7 @@
 mod context;
 pub mod lag;
 mod partitions;
+pub mod stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,6 +136,12 @@ pub struct Config {
     /// (`messaging.kafka.consumer.lag`) is refreshed; 0 turns it off.
     #[arg(long, env = "KAFKA_STATISTICS_INTERVAL_MS", default_value_t = 5000)]
     pub kafka_statistics_interval_ms: u64,
+    /// How long an assigned partition may go without fetching (no leader, a stuck offset
+    /// query) before `/healthz` answers 503 and the container is restarted with a new Kafka
+    /// client (humantime: `60s`, `2m`). Needs statistics (KAFKA_STATISTICS_INTERVAL_MS > 0).
+    #[arg(long, env = "KAFKA_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[serde(serialize_with = "ser_duration")]
+    pub kafka_stall_timeout: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Print the resolved configuration as JSON and exit.
@@ -145,6 +152,10 @@ pub struct Config {
     #[arg(skip)]
     #[serde(skip)]
     pub service_name: String,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 impl Config {
@@ -428,10 +439,27 @@ struct Health {
     consumer: Arc<KafkaConsumer>,
     topic: String,
     running: Arc<AtomicBool>,
+    stall_timeout: Duration,
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// Live unless the Kafka client is wedged (see [`stall`]).
+async fn healthz(State(h): State<Health>) -> Response {
+    match h
+        .consumer
+        .context()
+        .stalls()
+        .wedged(h.stall_timeout, Instant::now())
+    {
+        None => axum::Json(json!({"status": "ok"})).into_response(),
+        Some(reason) => {
+            tracing::warn!(%reason, "unhealthy: a restart gets a new Kafka client");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "wedged", "reason": reason})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn readyz(State(h): State<Health>) -> Response {
@@ -498,6 +526,7 @@ pub async fn run(
             consumer: consumer.clone(),
             topic: input.clone(),
             running: running.clone(),
+            stall_timeout: config.kafka_stall_timeout,
         });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {

@@ -98,6 +98,15 @@ async fn wait_cmd(a: WaitArgs) -> u8 {
 }
 
 async fn seed_phase(topics: &crate::cli::TopicArgs, kafka: &journey_messaging::KafkaArgs) -> u8 {
+    seed_once(topics, kafka, true).await
+}
+
+/// One seeding; the report is printed always (`verbose`) or only when something changed.
+async fn seed_once(
+    topics: &crate::cli::TopicArgs,
+    kafka: &journey_messaging::KafkaArgs,
+    verbose: bool,
+) -> u8 {
     let specs = match topics.resolve() {
         Ok(s) => s,
         Err(e) => return crate::cli::usage_error(e),
@@ -110,7 +119,9 @@ async fn seed_phase(topics: &crate::cli::TopicArgs, kafka: &journey_messaging::K
     config.set("log_level", "3");
     match crate::seed::seed(&config, &specs, topics.dry_run).await {
         Ok(report) => {
-            println!("{report}");
+            if verbose || report.changed() {
+                println!("{report}");
+            }
             exit::OK
         }
         Err(e) => {
@@ -137,7 +148,35 @@ async fn init(a: InitArgs) -> u8 {
     if code != exit::OK {
         return code;
     }
-    seed_phase(&a.topics, &a.kafka).await
+    let code = seed_phase(&a.topics, &a.kafka).await;
+    match a.keep_seeding {
+        Some(every) if code == exit::OK => keep_seeding(&a, every).await,
+        _ => code,
+    }
+}
+
+/// Seeds again every `every` until SIGTERM/SIGINT (exit 0). A failed round (Kafka restarting)
+/// is reported and retried at the next one.
+async fn keep_seeding(a: &InitArgs, every: Duration) -> u8 {
+    progress_line(&format!(
+        "seeding again every {} until stopped",
+        humantime::format_duration(every)
+    ));
+    let stop = journey_telemetry::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return exit::OK,
+            () = tokio::time::sleep(every) => {}
+        }
+        let code = seed_once(&a.topics, &a.kafka, false).await;
+        if code != exit::OK {
+            progress_line(&format!(
+                "seeding failed (exit {code}); trying again in {}",
+                humantime::format_duration(every)
+            ));
+        }
+    }
 }
 
 async fn verify(a: VerifyArgs) -> u8 {

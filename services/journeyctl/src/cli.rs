@@ -77,6 +77,13 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// What `wait` waits for.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct WaitTargets {
@@ -209,6 +216,12 @@ pub struct InitArgs {
     pub topics: TopicArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// After the first seeding, stay up and seed again every DURATION (e.g. `1m`) until SIGTERM,
+    /// printing only what changed: the Kafka pod's sidecar, so the topics come back whenever
+    /// Kafka starts on empty storage.
+    #[arg(long = "keep-seeding", env = "KEEP_SEEDING", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub keep_seeding: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args, Serialize)]

@@ -32,6 +32,10 @@ pub struct KafkaArgs {
     /// `client.id`; defaults to the service name.
     #[arg(long = "kafka-client-id", env = "KAFKA_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// librdkafka's `debug` contexts, comma-separated (e.g. `consumer,cgrp,topic,fetch`):
+    /// the client's own log, for diagnosing a connection or a consumer group.
+    #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
+    pub debug: Option<String>,
 }
 
 fn redact<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -63,6 +67,7 @@ impl KafkaArgs {
             sasl_password: None,
             ssl_ca_location: None,
             client_id: None,
+            debug: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl KafkaArgs {
             ("sasl.username", &self.sasl_username),
             ("sasl.password", &self.sasl_password),
             ("ssl.ca.location", &self.ssl_ca_location),
+            ("debug", &self.debug),
         ];
         for (key, value) in optional {
             if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
@@ -213,6 +219,7 @@ mod tests {
             "KAFKA_SASL_PASSWORD",
             "KAFKA_SSL_CA_LOCATION",
             "KAFKA_CLIENT_ID",
+            "KAFKA_DEBUG",
         ] {
             assert!(envs.iter().any(|e| e == v), "{v} not read");
         }

@@ -6,6 +6,8 @@
 //!   stays up until Ctrl-C. `--once` also runs `journeyctl verify` and exits 0 (PASS) or 1.
 //! - `journey-stack images [local|journey|bases|standins]` (`make images`): starts the private
 //!   dockerd, runs `scripts/images.sh` against it, stops it.
+//! - `journey-stack clean-ledger`: after a run killed before its teardown, kills and removes
+//!   what the ledger lists as left (`make clean-ledger`).
 //! - `journey-stack check-ledger`: proves that nothing the harness recorded in the ledger is
 //!   left: no process alive, nothing mounted under a recorded directory and no process naming
 //!   one, no recorded network device, network namespace or cgroup (run at the end of
@@ -41,8 +43,11 @@ fn main() -> ExitCode {
             }
         }
         Some("check-ledger") => check_ledger(),
+        Some("clean-ledger") => clean_ledger(),
         _ => {
-            eprintln!("usage: journey-stack demo [--once] | images [MODE] | check-ledger");
+            eprintln!(
+                "usage: journey-stack demo [--once] | images [MODE] | check-ledger | clean-ledger"
+            );
             ExitCode::from(2)
         }
     }
@@ -51,6 +56,27 @@ fn main() -> ExitCode {
 async fn images(mode: &str) -> Result<()> {
     let docker = Docker::start().await?;
     docker.api().build_images(mode)
+}
+
+/// After a test run that was killed before its teardown: stops what it left and removes it.
+fn clean_ledger() -> ExitCode {
+    let mut failed = false;
+    for e in ledger_entries().iter().filter(|e| is_alive(e)) {
+        println!("clean: killing {} (pid {})", e.name, e.pid);
+        journey_tests::process::kill_pid(e.pid, libc::SIGKILL);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for r in resources() {
+        if r.leftovers().is_empty() {
+            continue;
+        }
+        println!("clean: {r:?}");
+        if let Err(e) = r.clean() {
+            eprintln!("clean: {e}");
+            failed = true;
+        }
+    }
+    if failed { ExitCode::FAILURE } else { check_ledger() }
 }
 
 fn check_ledger() -> ExitCode {

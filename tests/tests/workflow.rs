@@ -1,0 +1,114 @@
+//! The kind workflow (`.github/workflows/kind.yaml`) cannot run here (kind needs its node image,
+//! which no registry here serves): it is checked instead. actionlint reads the workflow (with
+//! shellcheck on its `run:` scripts); shellcheck reads every script the workflow and the tests
+//! share; and the workflow must run exactly the cluster scripts the real-node tests run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use journey_tests::runner;
+use journey_tests::tools::Tools;
+use journey_tests::{repo_root, tests};
+
+fn main() -> std::process::ExitCode {
+    runner::main(
+        || Ok(()),
+        tests![
+            the_workflows_pass_actionlint_with_shellcheck,
+            every_script_the_workflow_and_the_tests_run_passes_shellcheck,
+            the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run,
+        ],
+    )
+}
+
+fn workflows() -> Result<Vec<PathBuf>> {
+    let dir = repo_root().join(".github/workflows");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    out.sort();
+    ensure!(!out.is_empty(), "no workflow in {}", dir.display());
+    Ok(out)
+}
+
+fn the_workflows_pass_actionlint_with_shellcheck(_: &()) -> Result<()> {
+    let tools = Tools::load()?;
+    let actionlint = tools.path("ACTIONLINT", "actionlint")?;
+    let shellcheck = tools.path("SHELLCHECK", "actionlint")?;
+    let out = Command::new(actionlint)
+        .arg("-shellcheck")
+        .arg(shellcheck)
+        .arg("-no-color")
+        .args(workflows()?)
+        .current_dir(repo_root())
+        .output()
+        .context("running actionlint")?;
+    ensure!(
+        out.status.success(),
+        "actionlint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The shell scripts of the project: scripts/ (the installer, images, cluster scripts, tests).
+fn scripts() -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![repo_root().join("scripts")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "sh") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn every_script_the_workflow_and_the_tests_run_passes_shellcheck(_: &()) -> Result<()> {
+    let shellcheck = Tools::load()?.path("SHELLCHECK", "actionlint")?;
+    let scripts = scripts()?;
+    ensure!(scripts.len() > 5, "found only {scripts:?}");
+    let out = Command::new(shellcheck)
+        .args(["--external-sources", "--severity=warning", "--format=gcc"])
+        .args(&scripts)
+        .current_dir(repo_root())
+        .output()
+        .context("running shellcheck")?;
+    ensure!(
+        out.status.success(),
+        "shellcheck:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run(_: &()) -> Result<()> {
+    let workflow = std::fs::read_to_string(repo_root().join(".github/workflows/kind.yaml"))?;
+    let tests = std::fs::read_to_string(repo_root().join("tests/tests/real_node.rs"))?;
+    for script in ["install.sh", "journey.sh", "screenshot.sh"] {
+        ensure!(
+            workflow.contains(&format!("scripts/cluster/{script}")),
+            "the kind workflow does not run scripts/cluster/{script}"
+        );
+        ensure!(
+            tests.contains(&format!("\"{script}\"")) || tests.contains(&format!("cluster/{script}")),
+            "the real-node tests do not run scripts/cluster/{script}"
+        );
+    }
+    ensure!(
+        workflow.contains("scripts/images.sh journey"),
+        "the kind workflow does not build the images with scripts/images.sh"
+    );
+    Ok(())
+}

@@ -28,11 +28,20 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# The binaries are copied out of the cache-mounted target dir; none may need libz.so at run time
-# (the runtime image has no zlib).
+# cargo decides what to recompile by modification times, and this cache-mounted target dir is
+# shared by every build (other trees, other branches, older checkouts): a file whose content
+# differs from what the last build here compiled is touched first, so cargo compiles it again
+# whatever its time (`sha256sum --check` fails when any file differs: that is the point).
+# The binaries are copied out of the target dir; none may need libz.so at run time (the
+# runtime image has no zlib).
 RUN --mount=type=cache,id=journey-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=journey-cargo-target,target=/src/target,sharing=locked \
-    cargo build --release --locked -p producer -p consumer -p journeyctl --bins \
+    if [ -f target/journey-sources.sha256 ]; then \
+      { sha256sum --check --quiet target/journey-sources.sha256 2>/dev/null || true; } \
+        | sed -n 's/: FAILED$//p' | xargs -r -d '\n' touch --; \
+    fi \
+ && cargo build --release --locked -p producer -p consumer -p journeyctl --bins \
+ && find . -path ./target -prune -o -type f -print0 | xargs -0 sha256sum > target/journey-sources.sha256 \
  && mkdir -p /out \
  && cp target/release/producer target/release/consumer target/release/journeyctl /out/ \
  && for bin in /out/*; do \

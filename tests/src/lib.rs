@@ -44,6 +44,36 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// Copies the working tree (tracked and new files, not ignored ones) to `to`, keeping each
+/// file's modification time: a build there sees only what a test then changes as new (cargo
+/// decides what to recompile by modification times).
+pub fn copy_worktree(to: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let root = repo_root();
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(&root)
+        .output()
+        .context("git ls-files")?;
+    anyhow::ensure!(out.status.success(), "git ls-files failed");
+    for rel in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let rel = std::path::Path::new(std::str::from_utf8(rel)?);
+        let src = root.join(rel);
+        if !src.is_file() {
+            continue;
+        }
+        let dst = to.join(rel);
+        std::fs::create_dir_all(dst.parent().context("a file without a parent")?)?;
+        std::fs::copy(&src, &dst)?;
+        let modified = std::fs::metadata(&src)?.modified()?;
+        std::fs::File::options()
+            .write(true)
+            .open(&dst)?
+            .set_modified(modified)?;
+    }
+    Ok(())
+}
+
 /// Prints a harness line to stderr (so it shows with `--nocapture` and in CI logs).
 #[macro_export]
 macro_rules! say {

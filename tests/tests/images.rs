@@ -671,28 +671,6 @@ fn one_post_to_the_producer_container_becomes_one_complete_trace_in_the_zipkin_c
     })
 }
 
-/// Files of the working tree the build context needs (tracked and new, not ignored).
-fn copy_tree(to: &Path) -> Result<()> {
-    let root = repo_root();
-    let out = std::process::Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .current_dir(&root)
-        .output()
-        .context("git ls-files")?;
-    ensure!(out.status.success(), "git ls-files failed");
-    for rel in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-        let rel = Path::new(std::str::from_utf8(rel)?);
-        let src = root.join(rel);
-        if !src.is_file() {
-            continue;
-        }
-        let dst = to.join(rel);
-        std::fs::create_dir_all(dst.parent().context("parent")?)?;
-        std::fs::copy(&src, &dst)?;
-    }
-    Ok(())
-}
-
 fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
     let api = f.docker.api();
     let version = chart_app_version();
@@ -701,7 +679,7 @@ fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
         .map(|j| api.image_id(&format!("journey/{j}:{version}")))
         .collect::<Result<_>>()?;
     let tree = tempfile::Builder::new().prefix("journey-tree-").tempdir()?;
-    copy_tree(tree.path())?;
+    journey_tests::copy_worktree(tree.path())?;
     let lib = tree.path().join("services/producer/src/lib.rs");
     let text = std::fs::read_to_string(&lib)?;
     ensure!(text.contains("\"producer listening\""), "producer's start-up log line moved");

@@ -50,6 +50,29 @@ struct Skaffold {
     docker: Docker,
 }
 
+impl Drop for Skaffold {
+    /// The images skaffold tagged for this run's registry (a new port each run) go too.
+    fn drop(&mut self) {
+        let filter = format!("reference={}/*", self.registry.host());
+        match self.docker.api().run(&["image", "ls", "--quiet", "--filter", &filter]) {
+            Ok(ids) if !ids.is_empty() => {
+                let refs = self.docker.api().run(&[
+                    "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &filter,
+                ]);
+                if let Ok(refs) = refs {
+                    let mut args = vec!["image", "rm", "--force"];
+                    args.extend(refs.lines());
+                    if let Err(e) = self.docker.api().run(&args) {
+                        say!("skaffold: removing its images failed: {e:#}");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => say!("skaffold: listing its images failed: {e:#}"),
+        }
+    }
+}
+
 impl Fixture for Skaffold {
     fn logs_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = self.cluster.logs_dirs();
@@ -88,11 +111,12 @@ impl Skaffold {
             &format!("http://{}:{}", cluster.net.host_ip, registry.port()),
         )?;
 
-        // skaffold runs `docker`, `helm` and `kubectl`: the pinned ones.
+        // skaffold runs `docker`, `helm` and `kubectl`: the pinned ones. skaffold 2.16 asks
+        // `helm version --client`, a flag Helm 4 removed: it gets Helm 3.
         let bin_dir = tempfile::Builder::new().prefix("journey-bin-").tempdir()?.keep();
         for (name, target) in [
             ("docker", api.client().to_path_buf()),
-            ("helm", tools.path("HELM", "helm")?),
+            ("helm", tools.path("HELM3", "helm")?),
             ("kubectl", tools.path("KUBECTL", "controlplane")?),
         ] {
             std::os::unix::fs::symlink(target, bin_dir.join(name))?;
@@ -161,25 +185,36 @@ fn forwarded_port(log: &str, service: &str) -> Option<u16> {
         .next_back()
 }
 
-/// Waits for skaffold's port-forwards of the producer and Zipkin; their local ports.
+/// Waits for skaffold's port-forwards of the producer and Zipkin; their local ports. Fails at
+/// once, with skaffold's log, when skaffold exits.
 async fn wait_forwards(process: &mut Managed, what: &str) -> Result<(u16, u16)> {
-    let log = process.log_path().to_path_buf();
-    let mut ports = (0, 0);
-    wait_until(&format!("skaffold {what}: deployed and port-forwarded"), SKAFFOLD_TIMEOUT, || {
-        let early = process.ensure_running();
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let found = forwarded_port(&text, &format!("{RELEASE}-producer"))
-            .zip(forwarded_port(&text, &format!("{RELEASE}-zipkin")));
-        if let Some(p) = found {
-            ports = p;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        process.ensure_running()?;
+        let text = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+        if let Some(ports) = forwarded_port(&text, &format!("{RELEASE}-producer"))
+            .zip(forwarded_port(&text, &format!("{RELEASE}-zipkin")))
+        {
+            return Ok(ports);
         }
-        async move {
-            early?;
-            Ok(found.is_some())
+        if started.elapsed() > SKAFFOLD_TIMEOUT {
+            bail!(
+                "skaffold {what}: not deployed and forwarded after {SKAFFOLD_TIMEOUT:?}; its log:\n{}",
+                process.tail(40)
+            );
         }
-    })
-    .await?;
-    Ok(ports)
+        if last_report.elapsed() > Duration::from_secs(15) {
+            let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            say!(
+                "skaffold {what}: {:.0}s: {}",
+                started.elapsed().as_secs_f64(),
+                line.chars().take(160).collect::<String>()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// POSTs one message through the producer's forward; waits for its whole journey in Zipkin.
@@ -280,18 +315,15 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let helm = journey_tests::chart::render(&[], &sets)?;
+    // Compared as data (skaffold writes keys in another order).
     let key = |d: &Value| format!("{}/{}", kind_of(d), name_of(d));
-    let mut a: Vec<(String, String)> = rendered
-        .iter()
-        .map(|d| (key(d), serde_yaml::to_string(d).unwrap_or_default()))
-        .collect();
-    let mut b: Vec<(String, String)> = helm
-        .iter()
-        .map(|d| (key(d), serde_yaml::to_string(d).unwrap_or_default()))
-        .collect();
-    a.sort();
-    b.sort();
-    let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let data = |d: &Value| serde_json::to_value(d).unwrap_or_default();
+    let mut a: Vec<(String, serde_json::Value)> =
+        rendered.iter().map(|d| (key(d), data(d))).collect();
+    let mut b: Vec<(String, serde_json::Value)> = helm.iter().map(|d| (key(d), data(d))).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    let names = |v: &[(String, serde_json::Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     ensure!(
         names(&a) == names(&b),
         "skaffold render and helm template render different objects:\n{:?}\n{:?}",
@@ -299,7 +331,7 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
         names(&b)
     );
     for ((k, x), (_, y)) in a.iter().zip(&b) {
-        ensure!(x == y, "{k} differs:\nskaffold render:\n{x}\nhelm template:\n{y}");
+        ensure!(x == y, "{k} differs:\nskaffold render:\n{x:#}\nhelm template:\n{y:#}");
     }
     Ok(())
 }
@@ -319,7 +351,8 @@ fn skaffold_run_builds_pushes_and_deploys_and_the_journey_completes(f: &Skaffold
     let trace = block_on(journey_through(producer, zipkin, "skaffold-run"))?;
     say!("skaffold run: trace {trace} complete");
     let catalog = block_on(f.registry.catalog())?;
-    for image in ["journey/producer", "journey/consumer", "journey/journeyctl"] {
+    // skaffold flattens the image names under a default repo (journey/producer → journey_producer).
+    for image in ["journey_producer", "journey_consumer", "journey_journeyctl"] {
         ensure!(
             catalog.iter().any(|r| r == image),
             "{image} was not pushed to the registry: {catalog:?}"
@@ -339,33 +372,11 @@ fn skaffold_run_builds_pushes_and_deploys_and_the_journey_completes(f: &Skaffold
     }))
 }
 
-/// Files of the working tree (tracked and new, not ignored), copied to `to`.
-fn copy_tree(to: &Path) -> Result<()> {
-    let root = repo_root();
-    let out = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .current_dir(&root)
-        .output()
-        .context("git ls-files")?;
-    ensure!(out.status.success(), "git ls-files failed");
-    for rel in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-        let rel = Path::new(std::str::from_utf8(rel)?);
-        let src = root.join(rel);
-        if !src.is_file() {
-            continue;
-        }
-        let dst = to.join(rel);
-        std::fs::create_dir_all(dst.parent().context("parent")?)?;
-        std::fs::copy(&src, &dst)?;
-    }
-    Ok(())
-}
-
 fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
     f: &Skaffold,
 ) -> Result<()> {
     let tree = tempfile::Builder::new().prefix("journey-dev-tree-").tempdir()?;
-    copy_tree(tree.path())?;
+    journey_tests::copy_worktree(tree.path())?;
     let cmd = f.command(
         tree.path(),
         &["dev", "--port-forward=user", "--tail=false", "--cleanup=true"],
@@ -415,11 +426,25 @@ fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
     let after = (deployed_image(f, "producer")?, deployed_image(f, "relay")?);
     ensure!(after.0 != before.0, "the producer's image did not change: {}", after.0);
     // The forward follows the new pod: the journey works through it.
-    let log = std::fs::read_to_string(dev.log_path()).unwrap_or_default();
-    let producer = forwarded_port(&log, &format!("{RELEASE}-producer")).unwrap_or(producer);
-    let zipkin = forwarded_port(&log, &format!("{RELEASE}-zipkin")).unwrap_or(zipkin);
-    block_on(journey_through(producer, zipkin, "skaffold-dev-after"))?;
+    // skaffold re-establishes its forwards to the new pods: retry until they answer.
+    block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let log = std::fs::read_to_string(dev.log_path()).unwrap_or_default();
+            let producer = forwarded_port(&log, &format!("{RELEASE}-producer")).unwrap_or(producer);
+            let zipkin = forwarded_port(&log, &format!("{RELEASE}-zipkin")).unwrap_or(zipkin);
+            match journey_through(producer, zipkin, "skaffold-dev-after").await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    say!("skaffold dev: not through the forward yet: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e.context("after the change, through skaffold's forwards")),
+            }
+        }
+    })?;
     // Only the producer's crate was compiled again: BuildKit reused every other layer.
+    let log = std::fs::read_to_string(dev.log_path()).unwrap_or_default();
     let build_log = log
         .lines()
         .filter(|l| l.contains("Compiling "))

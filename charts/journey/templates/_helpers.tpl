@@ -238,7 +238,8 @@ app.kubernetes.io/part-of: journey
 {{- define "journey.journeyctl.tokenVolume" -}}
 - name: kube-api-access
   projected:
-    defaultMode: 0444
+    # 0444 (written in decimal: YAML 1.1 and 1.2 read a leading zero differently)
+    defaultMode: 292
     sources:
       - serviceAccountToken: {path: token, expirationSeconds: 3607}
       - configMap:

@@ -158,9 +158,10 @@ mod tests {
     fn a_process_is_found_by_a_path_on_its_command_line() {
         let marker = std::env::temp_dir().join(format!("journey-marker-{}", std::process::id()));
         // The marker is the shell's $0: on the command line, unused.
+        // Two commands, so the shell does not exec `sleep` in its own place.
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg("sleep 30")
+            .arg("sleep 30; true")
             .arg(&marker)
             .spawn()
             .expect("sh");

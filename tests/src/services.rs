@@ -298,16 +298,27 @@ impl Answer {
     }
 }
 
-/// POSTs `body` with `content_type` to `url` (+ extra headers).
+/// POSTs `body` with `content_type` to `url` (+ extra headers), waiting at most 30 s.
 pub async fn post(
     url: &str,
     content_type: Option<&str>,
     body: Vec<u8>,
     headers: &[(&str, &str)],
 ) -> Result<Answer> {
+    post_within(url, content_type, body, headers, Duration::from_secs(30)).await
+}
+
+/// [`post`] waiting at most `timeout` for the answer.
+pub async fn post_within(
+    url: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Answer> {
     let mut req = reqwest::Client::new()
         .post(url)
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);

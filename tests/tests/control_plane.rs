@@ -1028,6 +1028,20 @@ fn helm_install_wait_converges_on_kwok_and_helm_uninstall_removes_every_object(
                 statuses.len()
             );
             for s in &statuses {
+                // A native sidecar (restartPolicy: Always, the Kafka pod's `topics`) keeps
+                // running; every other init container ran to completion.
+                let sidecar = inits.iter().any(|c| {
+                    c["name"] == s["name"] && c["restartPolicy"].as_str() == Some("Always")
+                });
+                if sidecar {
+                    ensure!(
+                        !s["state"]["running"].is_null(),
+                        "{pname}: sidecar {} is not running: {}",
+                        s["name"],
+                        s["state"]
+                    );
+                    continue;
+                }
                 let done = &s["state"]["terminated"];
                 ensure!(
                     done["reason"] == "Completed" && done["exitCode"] == 0,

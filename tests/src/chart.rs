@@ -153,7 +153,6 @@ pub fn container<'a>(pod: &'a Value, name: &str) -> Result<&'a Value> {
         .ok_or_else(|| anyhow!("no container {name}"))
 }
 
-
 /// Stand-ins for what only a running pod knows.
 #[derive(Debug, Clone)]
 pub struct PodFacts {
@@ -248,4 +247,3 @@ pub fn expand(raw: &str, env: &[(String, String)]) -> String {
     out.push_str(rest);
     out
 }
-

@@ -624,8 +624,15 @@ impl ControlPlane {
         remote: u16,
     ) -> Result<PortForward> {
         let mut cmd = self.kubectl_command();
-        cmd.args(["port-forward", "--address", "127.0.0.1", "-n", namespace, target])
-            .arg(format!(":{remote}"));
+        cmd.args([
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            "-n",
+            namespace,
+            target,
+        ])
+        .arg(format!(":{remote}"));
         let name = format!(
             "port-forward-{}-{}",
             target.replace('/', "-"),
@@ -634,25 +641,29 @@ impl ControlPlane {
         let mut process = Managed::spawn(&name, cmd, &self.logs_dir(), Duration::from_secs(2))?;
         let log = process.log_path().to_path_buf();
         let mut port = 0u16;
-        wait_until(&format!("kubectl port-forward {target}"), READY_TIMEOUT, || {
-            let early = process.ensure_running();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            // "Forwarding from 127.0.0.1:43021 -> 9411"
-            let found = text.lines().find_map(|l| {
-                l.strip_prefix("Forwarding from 127.0.0.1:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u16>()
-                    .ok()
-            });
-            if let Some(p) = found {
-                port = p;
-            }
-            async move {
-                early?;
-                Ok(found.is_some())
-            }
-        })
+        wait_until(
+            &format!("kubectl port-forward {target}"),
+            READY_TIMEOUT,
+            || {
+                let early = process.ensure_running();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                // "Forwarding from 127.0.0.1:43021 -> 9411"
+                let found = text.lines().find_map(|l| {
+                    l.strip_prefix("Forwarding from 127.0.0.1:")?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u16>()
+                        .ok()
+                });
+                if let Some(p) = found {
+                    port = p;
+                }
+                async move {
+                    early?;
+                    Ok(found.is_some())
+                }
+            },
+        )
         .await?;
         Ok(PortForward { port, process })
     }

@@ -141,11 +141,7 @@ impl Docker {
     }
 
     fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
-        let tail = self
-            .daemon
-            .as_ref()
-            .map(|d| d.tail(30))
-            .unwrap_or_default();
+        let tail = self.daemon.as_ref().map(|d| d.tail(30)).unwrap_or_default();
         e.context(format!("dockerd's last log lines:\n{tail}"))
     }
 
@@ -167,7 +163,9 @@ impl Docker {
             args.extend(containers.lines());
             self.api.run(&args)?;
         }
-        let networks = self.api.run(&["network", "ls", "--quiet", "--filter", "type=custom"])?;
+        let networks = self
+            .api
+            .run(&["network", "ls", "--quiet", "--filter", "type=custom"])?;
         for n in networks.lines() {
             self.api.run(&["network", "rm", n])?;
         }
@@ -306,7 +304,6 @@ impl DockerClient {
     pub fn image_id(&self, image: &str) -> Result<String> {
         self.run(&["image", "inspect", "--format", "{{.Id}}", image])
     }
-
 }
 
 /// A container of the private daemon; removed (with its anonymous volumes) when dropped.

@@ -2,8 +2,8 @@
 //! processes (from `/proc/<pid>/cmdline`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -23,12 +23,13 @@ fn unescape_mount_path(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Ok(code) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(code as char);
-                i += 4;
-                continue;
-            }
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Ok(code) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(code as char);
+            i += 4;
+            continue;
         }
         out.push(bytes[i] as char);
         i += 1;
@@ -70,7 +71,11 @@ pub fn processes_naming(needle: &Path) -> Vec<(u32, String)> {
     };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -157,15 +162,24 @@ mod tests {
     #[test]
     fn a_process_is_found_by_a_path_on_its_command_line() {
         let marker = std::env::temp_dir().join(format!("journey-marker-{}", std::process::id()));
-        // The marker is the shell's $0: on the command line, unused.
-        // Two commands, so the shell does not exec `sleep` in its own place.
+        // The marker is the shell's $0: on the command line, unused. The shell waits on a
+        // builtin (`read` from a pipe), so no second process (a fork) carries the marker.
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg("sleep 30; true")
+            .arg("read line")
             .arg(&marker)
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
-        let found = processes_naming(&marker);
+        // The child is listed once it has exec'd its command line.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = processes_naming(&marker);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(kill_processes_naming(&marker), 1);
         child.wait().expect("wait");

@@ -101,9 +101,12 @@ impl Resource {
             Resource::NetNs(n) if Path::new("/run/netns").join(n).exists() => {
                 vec![format!("network namespace {n} still exists")]
             }
-            Resource::Cgroup(p) if p.exists() => vec![format!("cgroup {} still exists", p.display())],
+            Resource::Cgroup(p) if p.exists() => {
+                vec![format!("cgroup {} still exists", p.display())]
+            }
             Resource::Sysctl(k, v) => {
-                let now = std::fs::read_to_string(Path::new("/proc/sys").join(k)).unwrap_or_default();
+                let now =
+                    std::fs::read_to_string(Path::new("/proc/sys").join(k)).unwrap_or_default();
                 if now.trim() == v {
                     Vec::new()
                 } else {
@@ -128,7 +131,11 @@ impl Resource {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+                Err(format!(
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
             }
         };
         match self {

@@ -51,7 +51,13 @@ pub fn copy_worktree(to: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let root = repo_root();
     let out = std::process::Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(&root)
         .output()
         .context("git ls-files")?;

@@ -140,15 +140,40 @@ impl NodeNet {
         };
         ip(&["netns", "add", &net.name])?;
         ip(&[
-            "link", "add", &net.host_if, "type", "veth", "peer", "name", "eth0", "netns", &net.name,
+            "link",
+            "add",
+            &net.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &net.name,
         ])?;
         ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &net.host_if])?;
         ip(&["link", "set", &net.host_if, "up"])?;
         let ns = net.name.as_str();
-        ip(&["-n", ns, "addr", "add", &format!("{node_ip}/30"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{node_ip}/30"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "route", "add", "default", "via", &host_ip.to_string()])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &host_ip.to_string(),
+        ])?;
         for (key, value) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.bridge.bridge-nf-call-iptables", "1"),
@@ -206,7 +231,9 @@ fn free_subnet() -> Result<u8> {
     let used = String::from_utf8_lossy(&out.stdout).to_string();
     for _ in 0..50 {
         let n: u8 = rand::random_range(1..=250);
-        if !used.contains(&format!("10.213.{n}.")) && !Path::new(&format!("/run/netns/jny-node-{n}")).exists() {
+        if !used.contains(&format!("10.213.{n}."))
+            && !Path::new(&format!("/run/netns/jny-node-{n}")).exists()
+        {
             return Ok(n);
         }
     }
@@ -248,18 +275,50 @@ impl Pki {
         let client_crt = dir.join("apiserver-kubelet-client.crt");
         let p = |x: &Path| x.display().to_string();
         openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=journey-node-ca", "-keyout", &p(&ca_key),
-            "-out", &p(&ca_crt),
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=journey-node-ca",
+            "-keyout",
+            &p(&ca_key),
+            "-out",
+            &p(&ca_crt),
         ])?;
         openssl(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/O=system:masters/CN=journey-apiserver-kubelet-client", "-keyout",
-            &p(&client_key), "-out", &p(&client_csr),
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/O=system:masters/CN=journey-apiserver-kubelet-client",
+            "-keyout",
+            &p(&client_key),
+            "-out",
+            &p(&client_csr),
         ])?;
         openssl(&[
-            "x509", "-req", "-in", &p(&client_csr), "-CA", &p(&ca_crt), "-CAkey", &p(&ca_key),
-            "-CAcreateserial", "-days", "2", "-out", &p(&client_crt),
+            "x509",
+            "-req",
+            "-in",
+            &p(&client_csr),
+            "-CA",
+            &p(&ca_crt),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &p(&client_crt),
         ])?;
         Ok(Pki {
             ca_crt,
@@ -382,7 +441,13 @@ impl Node {
         wait_until("node: containerd", NODE_TIMEOUT, || {
             let mut probe = Command::new(&ctr);
             probe.arg("--address").arg(&sock).arg("version");
-            async move { Ok(probe.stdout(Stdio::null()).stderr(Stdio::null()).status()?.success()) }
+            async move {
+                Ok(probe
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()?
+                    .success())
+            }
         })
         .await?;
 
@@ -409,13 +474,21 @@ impl Node {
         std::fs::write(root.join("resolv.conf"), "")?;
         let mut cmd = net.command(tools.path("KUBELET", "node")?);
         cmd.arg(format!("--config={}", kubelet_config.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig("kubelet", &users.kubelet)?.display()))
+            .arg(format!(
+                "--kubeconfig={}",
+                kubeconfig("kubelet", &users.kubelet)?.display()
+            ))
             .arg(format!("--hostname-override={NODE_NAME}"))
             .arg(format!("--node-ip={}", net.node_ip))
             .arg(format!("--root-dir={}", root.join("kubelet").display()))
             .arg(format!("--cert-dir={}", root.join("kubelet-pki").display()))
             .arg("--v=1");
-        node.kubelet = Some(Managed::spawn("kubelet", cmd, &logs, Duration::from_secs(10))?);
+        node.kubelet = Some(Managed::spawn(
+            "kubelet",
+            cmd,
+            &logs,
+            Duration::from_secs(10),
+        )?);
 
         // kube-proxy
         let proxy_config = root.join("kube-proxy.yaml");
@@ -425,7 +498,12 @@ impl Node {
         )?;
         let mut cmd = net.command(tools.path("KUBE_PROXY", "node")?);
         cmd.arg(format!("--config={}", proxy_config.display()));
-        node.proxy = Some(Managed::spawn("kube-proxy", cmd, &logs, Duration::from_secs(5))?);
+        node.proxy = Some(Managed::spawn(
+            "kube-proxy",
+            cmd,
+            &logs,
+            Duration::from_secs(5),
+        )?);
 
         // Cluster DNS: CoreDNS on the node's address, behind the kube-dns Service.
         cp.kubectl_apply(&cluster_dns_yaml(&users.dns.name, net.node_ip))?;
@@ -436,7 +514,12 @@ impl Node {
         )?;
         let mut cmd = net.command(tools.path("COREDNS", "node")?);
         cmd.arg("-conf").arg(&corefile);
-        node.coredns = Some(Managed::spawn("coredns", cmd, &logs, Duration::from_secs(5))?);
+        node.coredns = Some(Managed::spawn(
+            "coredns",
+            cmd,
+            &logs,
+            Duration::from_secs(5),
+        )?);
 
         node.wait_ready(cp).await?;
         Ok(node)
@@ -461,38 +544,46 @@ impl Node {
             &mut self.proxy,
             &mut self.coredns,
         );
-        wait_until(&format!("node: {NODE_NAME} Ready, CoreDNS ready"), NODE_TIMEOUT, || {
-            let ready = (|| -> Result<bool> {
-                for p in [
-                    containerd.as_mut(),
-                    kubelet.as_mut(),
-                    proxy.as_mut(),
-                    coredns.as_mut(),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    p.ensure_running()?;
+        wait_until(
+            &format!("node: {NODE_NAME} Ready, CoreDNS ready"),
+            NODE_TIMEOUT,
+            || {
+                let ready = (|| -> Result<bool> {
+                    for p in [
+                        containerd.as_mut(),
+                        kubelet.as_mut(),
+                        proxy.as_mut(),
+                        coredns.as_mut(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        p.ensure_running()?;
+                    }
+                    let out = cp.kubectl([
+                        "get",
+                        "node",
+                        NODE_NAME,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ])?;
+                    Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
+                })();
+                let http = http.clone();
+                let url = dns_ready.clone();
+                async move {
+                    if !ready? {
+                        return Ok(false);
+                    }
+                    let resp = http
+                        .get(&url)
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await?;
+                    Ok(resp.status().is_success())
                 }
-                let out = cp.kubectl([
-                    "get",
-                    "node",
-                    NODE_NAME,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ])?;
-                Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
-            })();
-            let http = http.clone();
-            let url = dns_ready.clone();
-            async move {
-                if !ready? {
-                    return Ok(false);
-                }
-                let resp = http.get(&url).timeout(Duration::from_secs(2)).send().await?;
-                Ok(resp.status().is_success())
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -623,7 +714,9 @@ impl OomScores {
             .unwrap_or(0);
         let can_lower = eff & (1 << CAP_SYS_RESOURCE) != 0;
         if !can_lower {
-            say!("node: no CAP_SYS_RESOURCE here: OOM scores are not lowered (containerd restrict_oom_score_adj)");
+            say!(
+                "node: no CAP_SYS_RESOURCE here: OOM scores are not lowered (containerd restrict_oom_score_adj)"
+            );
         }
         OomScores { can_lower }
     }
@@ -894,7 +987,9 @@ fn cgroup_dirs() -> Vec<PathBuf> {
 }
 
 fn cgroup_root(controller: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup").join(controller).join(CGROUP_ROOT)
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(CGROUP_ROOT)
 }
 
 /// The kubelet's cgroupRoot must exist in every controller before it starts (cpuset's needs
@@ -941,16 +1036,14 @@ fn clean_container_log_links(root: &Path, created_dir: bool) {
     let dir = Path::new("/var/log/containers");
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(root)) {
-                if let Err(err) = std::fs::remove_file(e.path()) {
-                    say!("node: removing {}: {err}", e.path().display());
-                }
+            if std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(root))
+                && let Err(err) = std::fs::remove_file(e.path())
+            {
+                say!("node: removing {}: {err}", e.path().display());
             }
         }
     }
-    if created_dir {
-        if let Err(e) = std::fs::remove_dir(dir) {
-            say!("node: removing {}: {e}", dir.display());
-        }
+    if created_dir && let Err(e) = std::fs::remove_dir(dir) {
+        say!("node: removing {}: {e}", dir.display());
     }
 }

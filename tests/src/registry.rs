@@ -115,7 +115,11 @@ http:
             repositories: Vec<String>,
         }
         let url = format!("http://127.0.0.1:{}/v2/_catalog", self.port);
-        let c: Catalog = reqwest::get(&url).await?.json().await.context("/v2/_catalog")?;
+        let c: Catalog = reqwest::get(&url)
+            .await?
+            .json()
+            .await
+            .context("/v2/_catalog")?;
         Ok(c.repositories)
     }
 }

@@ -316,10 +316,7 @@ pub async fn post_within(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Answer> {
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .timeout(timeout)
-        .body(body);
+    let mut req = reqwest::Client::new().post(url).timeout(timeout).body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }

@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
             helm_lint_strict_passes_with_every_ci_values_file,
             helm_template_renders_every_ci_values_file_with_the_expected_objects,
             the_values_schema_and_the_chart_reject_wrong_values,
+            an_image_digest_pins_that_image_and_leaves_the_others_on_their_tags,
             the_chart_pins_the_kafka_zipkin_and_collector_versions_the_local_stack_runs,
             every_pod_meets_pod_security_restricted_and_has_resources_and_probes,
             journeyctl_may_only_get_list_and_watch_workloads_and_pods_and_only_it_holds_the_token,
@@ -267,6 +268,7 @@ fn the_values_schema_and_the_chart_reject_wrong_values(_: &()) -> Result<()> {
             "/kafka/client/securityProtocol",
         ),
         (&["zipkin.memMaxSpans=-5"], "/zipkin/memMaxSpans"),
+        (&["sink.image.digest=latest"], "/sink/image/digest"),
         (&["topics[0].partitions=0"], "/topics/0/partitions"),
         (&["kafka.clusterId=short"], "/kafka/clusterId"),
         (
@@ -341,6 +343,35 @@ fn the_values_schema_and_the_chart_reject_wrong_values(_: &()) -> Result<()> {
         problems.is_empty(),
         "wrong values not rejected as they should be:\n{}",
         problems.join("\n")
+    );
+    Ok(())
+}
+
+fn an_image_digest_pins_that_image_and_leaves_the_others_on_their_tags(_: &()) -> Result<()> {
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let docs = parse_docs(&helm_template(
+        &[],
+        &[
+            &format!("relay.image.digest={digest}"),
+            "relay.image.tag=dev",
+        ],
+    )?)?;
+    let image_of = |owner: &str| -> Result<String> {
+        let (_, _, spec) = pods(&docs)
+            .into_iter()
+            .find(|(o, _, _)| o == owner)
+            .with_context(|| format!("no {owner} rendered"))?;
+        Ok(s(&seq(&spec["containers"])[0]["image"]).to_string())
+    };
+    let relay = image_of(&format!("Deployment/{RELEASE}-relay"))?;
+    ensure!(
+        relay == format!("journey/consumer@{digest}"),
+        "relay image with a digest (and a tag): {relay}"
+    );
+    let sink = image_of(&format!("Deployment/{RELEASE}-sink"))?;
+    ensure!(
+        sink.starts_with("journey/consumer:") && !sink.contains('@'),
+        "the sink (no digest set) must keep its tag: {sink}"
     );
     Ok(())
 }
@@ -1355,18 +1386,21 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
         }
         variants.push(variant);
     }
-    let releases: Vec<&serde_json::Value> = variants
+    let releases: Vec<(bool, &serde_json::Value)> = variants
         .iter()
         .flat_map(|v| {
+            // Only images pushed to a registry have a digest; kind/minikube load them without.
+            let pushes = v["build"]["local"]["push"] == true;
             v["manifests"]["helm"]["releases"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .map(move |r| (pushes, r))
         })
         .collect();
     ensure!(!releases.is_empty(), "no helm release in skaffold.yaml");
     ensure!(
-        releases.iter().any(|r| {
+        releases.iter().any(|(_, r)| {
             r["valuesFiles"].as_array().is_some_and(|files| {
                 files
                     .iter()
@@ -1375,7 +1409,8 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
         }),
         "no skaffold profile installs the chart with ci/minimal-values.yaml (minikube)"
     );
-    for r in releases {
+    let mut pinned = false;
+    for (pushes, r) in releases {
         ensure!(
             repo_root()
                 .join(r["chartPath"].as_str().unwrap_or(""))
@@ -1389,19 +1424,25 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
         let mut sets = Vec::new();
         for (key, tmpl) in templates {
             let tmpl = tmpl.as_str().unwrap_or("");
-            ensure!(
-                !tmpl.contains('@') && !tmpl.contains("DIGEST"),
-                "{key}: no digests (kind/minikube load images without one)"
-            );
             let var = tmpl.trim_start_matches("{{.").trim_end_matches("}}");
-            let artifact = var
-                .strip_prefix("IMAGE_REPO_")
-                .or_else(|| var.strip_prefix("IMAGE_TAG_"));
+            let (artifact, value) = if let Some(a) = var.strip_prefix("IMAGE_DIGEST_") {
+                ensure!(
+                    pushes && key.ends_with(".image.digest"),
+                    "{key}: a digest where images are not pushed (kind/minikube load them without one)"
+                );
+                pinned = true;
+                (Some(a), format!("sha256:{}", "0123456789abcdef".repeat(4)))
+            } else {
+                let a = var
+                    .strip_prefix("IMAGE_REPO_")
+                    .or_else(|| var.strip_prefix("IMAGE_TAG_"));
+                (a, "stand-in".to_string())
+            };
             ensure!(
-                artifact.is_some_and(|a| images.contains_key(a)),
+                !tmpl.contains('@') && artifact.is_some_and(|a| images.contains_key(a)),
                 "{key}: {tmpl} names no artifact"
             );
-            sets.push(format!("{key}=stand-in"));
+            sets.push(format!("{key}={value}"));
         }
         for component in ["producer", "relay", "sink", "journeyctl"] {
             for part in ["repository", "tag"] {
@@ -1428,6 +1469,10 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
             );
         }
     }
+    ensure!(
+        pinned,
+        "no profile that pushes pins the images by digest: a rebuild of one image would roll every workload whose tag moved"
+    );
     let profiles: BTreeSet<&str> = config["profiles"]
         .as_array()
         .into_iter()
@@ -1543,7 +1588,8 @@ fn the_dockerfile_builds_every_binary_locked_into_nonroot_distroless_stages(_: &
     // and the builder's own frontend has everything the Dockerfile uses.
     let raw = std::fs::read_to_string(repo_root().join("Dockerfile"))?;
     ensure!(
-        !raw.lines().any(|l| l.trim_start().to_lowercase().starts_with("# syntax=")),
+        !raw.lines()
+            .any(|l| l.trim_start().to_lowercase().starts_with("# syntax=")),
         "the Dockerfile names a frontend image (# syntax=)"
     );
     let instrs = parse_dockerfile(&repo_root().join("Dockerfile"))?;

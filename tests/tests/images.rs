@@ -82,10 +82,7 @@ impl Images {
         let docker = Docker::start().await?;
         let started = Instant::now();
         docker.api().build_images("local")?;
-        say!(
-            "images: built in {:.0}s",
-            started.elapsed().as_secs_f64()
-        );
+        say!("images: built in {:.0}s", started.elapsed().as_secs_f64());
         let docs = render_ci("default")?;
         let files = tempfile::Builder::new()
             .prefix("journey-images-")
@@ -288,13 +285,13 @@ fn docker_args(
             ]);
         } else if let Some(cm) = vol["configMap"]["name"].as_str() {
             let dir = configmap_dir(docs, cm, files)?;
-            args.extend([
-                "--volume".into(),
-                format!("{}:{path}:ro", dir.display()),
-            ]);
+            args.extend(["--volume".into(), format!("{}:{path}:ro", dir.display())]);
         } else {
             // The service-account token (projected): there is no API server here.
-            say!("images: {pod}: volume {} left out (needs an API server)", s(&m["name"]));
+            say!(
+                "images: {pod}: volume {} left out (needs an API server)",
+                s(&m["name"])
+            );
         }
     }
     let facts = PodFacts {
@@ -350,7 +347,11 @@ fn start_pod(api: &DockerClient, docs: &[Value], component: &str, files: &Path) 
         .with_context(|| format!("{owner}: no container"))?
         .clone();
     let args = docker_args(docs, &owner, meta, spec, &main, files)?;
-    say!("images: starting {} ({})", pod_name(&owner), s(&main["image"]));
+    say!(
+        "images: starting {} ({})",
+        pod_name(&owner),
+        s(&main["image"])
+    );
     let container = api.container(&pod_name(&owner), &args)?;
     Ok(Pod {
         container,
@@ -426,7 +427,12 @@ async fn wait_ready(component: &str, pod: &Pod) -> Result<()> {
         probe(pod).await
     })
     .await
-    .with_context(|| format!("{component}: last log lines:\n{}", tail(&pod.container.logs(), 30)))
+    .with_context(|| {
+        format!(
+            "{component}: last log lines:\n{}",
+            tail(&pod.container.logs(), 30)
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,7 +451,10 @@ fn the_chart_deploys_only_images_built_here_and_each_journey_image_is_at_most_40
             }
         }
     }
-    ensure!(images.len() == 6, "the chart deploys {images:?}, expected six images");
+    ensure!(
+        images.len() == 6,
+        "the chart deploys {images:?}, expected six images"
+    );
     let mut report = Vec::new();
     let mut too_big = Vec::new();
     for image in &images {
@@ -473,10 +482,24 @@ fn the_runtime_images_have_no_shell_and_no_package_manager(f: &Images) -> Result
         .collect();
     images.push(image_of(&f.docs, "collector")?);
     for image in &images {
-        for program in ["/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg", "/bin/busybox"] {
+        for program in [
+            "/bin/sh",
+            "/bin/bash",
+            "/usr/bin/apt-get",
+            "/usr/bin/dpkg",
+            "/bin/busybox",
+        ] {
             let out = api
                 .command()
-                .args(["run", "--rm", "--network", "none", "--entrypoint", program, image])
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--entrypoint",
+                    program,
+                    image,
+                ])
                 .output()?;
             let err = String::from_utf8_lossy(&out.stderr);
             ensure!(
@@ -490,8 +513,8 @@ fn the_runtime_images_have_no_shell_and_no_package_manager(f: &Images) -> Result
 }
 
 fn chart_app_version() -> String {
-    let chart = std::fs::read_to_string(repo_root().join("charts/journey/Chart.yaml"))
-        .unwrap_or_default();
+    let chart =
+        std::fs::read_to_string(repo_root().join("charts/journey/Chart.yaml")).unwrap_or_default();
     chart
         .lines()
         .find_map(|l| l.strip_prefix("appVersion:"))
@@ -501,10 +524,7 @@ fn chart_app_version() -> String {
 
 fn image_of(docs: &[Value], component: &str) -> Result<String> {
     let (_, _, spec) = workload(docs, component)?;
-    Ok(s(&seq(&spec["containers"])
-        .first()
-        .context("container")?["image"])
-    .to_string())
+    Ok(s(&seq(&spec["containers"]).first().context("container")?["image"]).to_string())
 }
 
 fn the_journey_binaries_print_their_config_under_the_charts_security_context(
@@ -514,11 +534,25 @@ fn the_journey_binaries_print_their_config_under_the_charts_security_context(
     let (owner, meta, spec) = workload(&f.docs, "relay")?;
     let mut runs = Vec::new();
     for c in containers(spec) {
-        runs.push(docker_args(&f.docs, &owner, meta, spec, c, f._files.path())?);
+        runs.push(docker_args(
+            &f.docs,
+            &owner,
+            meta,
+            spec,
+            c,
+            f._files.path(),
+        )?);
     }
     let (owner, meta, spec) = workload(&f.docs, "producer")?;
     let main = seq(&spec["containers"]).first().context("producer")?;
-    runs.push(docker_args(&f.docs, &owner, meta, spec, main, f._files.path())?);
+    runs.push(docker_args(
+        &f.docs,
+        &owner,
+        meta,
+        spec,
+        main,
+        f._files.path(),
+    )?);
     for args in runs {
         // The container's own command and arguments (journeyctl's `init`), plus --print-config.
         let image = args
@@ -528,12 +562,18 @@ fn the_journey_binaries_print_their_config_under_the_charts_security_context(
             .clone();
         // Off the network: a second container must not answer for the pod's DNS names.
         let mut full: Vec<String> = vec!["run".into(), "--rm".into()];
-        full.extend(strip_aliases(&args).into_iter().map(|a| {
-            if a == NETWORK { "none".to_string() } else { a }
-        }));
+        full.extend(
+            strip_aliases(&args).into_iter().map(
+                |a| {
+                    if a == NETWORK { "none".to_string() } else { a }
+                },
+            ),
+        );
         full.push("--print-config".into());
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let out = api.run(&refs).with_context(|| format!("{image} --print-config"))?;
+        let out = api
+            .run(&refs)
+            .with_context(|| format!("{image} --print-config"))?;
         let json: serde_json::Value = serde_json::from_str(&out)
             .with_context(|| format!("{image} --print-config is not JSON: {out}"))?;
         ensure!(json.is_object(), "{image}: {json}");
@@ -591,7 +631,11 @@ fn every_container_runs_with_the_user_groups_capabilities_and_read_only_root_of_
             field("Gid")
         );
         if let Some(g) = fs_group {
-            ensure!(ids("Groups").contains(&g), "{component}: fsGroup {g} not in Groups {}", field("Groups"));
+            ensure!(
+                ids("Groups").contains(&g),
+                "{component}: fsGroup {g} not in Groups {}",
+                field("Groups")
+            );
         }
         for caps in ["CapEff", "CapPrm", "CapBnd"] {
             ensure!(
@@ -600,9 +644,17 @@ fn every_container_runs_with_the_user_groups_capabilities_and_read_only_root_of_
                 field(caps)
             );
         }
-        ensure!(field("NoNewPrivs") == "1", "{component}: NoNewPrivs is {}", field("NoNewPrivs"));
+        ensure!(
+            field("NoNewPrivs") == "1",
+            "{component}: NoNewPrivs is {}",
+            field("NoNewPrivs")
+        );
         // 2 = a seccomp filter (Docker's default profile, the RuntimeDefault of a kubelet).
-        ensure!(field("Seccomp") == "2", "{component}: Seccomp is {}", field("Seccomp"));
+        ensure!(
+            field("Seccomp") == "2",
+            "{component}: Seccomp is {}",
+            field("Seccomp")
+        );
         let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
         let root = mountinfo
             .lines()
@@ -620,7 +672,10 @@ fn every_container_runs_with_the_user_groups_capabilities_and_read_only_root_of_
 fn every_container_answers_its_readiness_probe_from_the_chart(f: &Images) -> Result<()> {
     block_on(async {
         for (component, pod) in &f.pods {
-            ensure!(probe(pod).await?, "{component} does not pass its readiness probe now");
+            ensure!(
+                probe(pod).await?,
+                "{component} does not pass its readiness probe now"
+            );
         }
         Ok(())
     })
@@ -640,7 +695,10 @@ fn the_init_container_waited_for_kafka_the_collector_and_zipkin_then_seeded_the_
         "+ messages.processed: created",
         "+ messages.dlq: created",
     ] {
-        ensure!(log.contains(needle), "journeyctl init's log lacks {needle:?}:\n{log}");
+        ensure!(
+            log.contains(needle),
+            "journeyctl init's log lacks {needle:?}:\n{log}"
+        );
     }
     Ok(())
 }
@@ -660,7 +718,9 @@ fn one_post_to_the_producer_container_becomes_one_complete_trace_in_the_zipkin_c
         .await?;
         let trace = answer.trace_id()?;
         let spans = zipkin
-            .wait_for_trace(&trace, TRACE_TIMEOUT, |spans| has_spans(spans, &JOURNEY_SPANS))
+            .wait_for_trace(&trace, TRACE_TIMEOUT, |spans| {
+                has_spans(spans, &JOURNEY_SPANS)
+            })
             .await?;
         let services: std::collections::BTreeSet<&str> =
             spans.iter().map(|s| s.service()).collect();
@@ -682,8 +742,14 @@ fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
     journey_tests::copy_worktree(tree.path())?;
     let lib = tree.path().join("services/producer/src/lib.rs");
     let text = std::fs::read_to_string(&lib)?;
-    ensure!(text.contains("\"producer listening\""), "producer's start-up log line moved");
-    std::fs::write(&lib, text.replace("\"producer listening\"", "\"producer listening (rebuilt)\""))?;
+    ensure!(
+        text.contains("\"producer listening\""),
+        "producer's start-up log line moved"
+    );
+    std::fs::write(
+        &lib,
+        text.replace("\"producer listening\"", "\"producer listening (rebuilt)\""),
+    )?;
     let tag = "rebuild-test";
     let started = Instant::now();
     let status = std::process::Command::new(tree.path().join("scripts/images.sh"))
@@ -694,7 +760,10 @@ fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
         .env("RUST_IMAGE", "journey-local/rust:1.95-bookworm")
         .env("RUNTIME_IMAGE", "journey-local/cc-debian12:nonroot")
         .status()?;
-    ensure!(status.success(), "scripts/images.sh journey failed in the changed tree");
+    ensure!(
+        status.success(),
+        "scripts/images.sh journey failed in the changed tree"
+    );
     say!(
         "images: one changed line in the producer: the three images rebuilt in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
             a_batch_is_acked_as_one_trace_with_one_offset_per_message,
             bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka,
             health_and_readiness_answer_while_kafka_is_reachable,
-            an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout,
+            an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
             spans_also_reach_zipkin_over_otlp_http_protobuf,
         ],
@@ -316,7 +316,9 @@ fn health_and_readiness_answer_while_kafka_is_reachable(api: &Api) -> Result<()>
     })
 }
 
-fn an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout(api: &Api) -> Result<()> {
+fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness(
+    api: &Api,
+) -> Result<()> {
     block_on(async {
         let port = free_port();
         let mut env = base_env(&api.stack, "producer-nokafka", port);
@@ -325,6 +327,7 @@ fn an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout(api: &
             format!("127.0.0.1:{}", free_port()),
         );
         env.insert("KAFKA_MESSAGE_TIMEOUT_MS".into(), "1500".into());
+        env.insert("KAFKA_STALL_TIMEOUT".into(), "2s".into());
         let mut producer = Service::spawn(&api.stack, "producer-nokafka", "producer", env)?;
         producer.wait_for("/healthz").await?;
         let ready = reqwest::get(format!("{}/readyz", producer.url())).await?;
@@ -351,6 +354,29 @@ fn an_unreachable_kafka_gets_503_with_a_reason_within_the_bounded_timeout(api: &
             a.body
         );
         ensure!(took < Duration::from_secs(6), "bounded: took {took:?}");
+        // One timed-out message is no reason to restart yet; messages timing out, none acked,
+        // for longer than KAFKA_STALL_TIMEOUT are: /healthz fails and the kubelet restarts the
+        // container with a new Kafka client.
+        let live = reqwest::get(format!("{}/healthz", producer.url())).await?;
+        ensure!(
+            live.status() == 200,
+            "healthz right after one timeout: {}",
+            live.status()
+        );
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let live = reqwest::get(format!("{}/healthz", producer.url())).await?;
+        let status = live.status();
+        let body: Value = live.json().await?;
+        ensure!(
+            status == 503 && body["error"] == "wedged",
+            "healthz after 2.5s of timeouts (KAFKA_STALL_TIMEOUT=2s): {status} {body}"
+        );
+        ensure!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no message acked") && r.ends_with(", 1 timed out")),
+            "{body}"
+        );
         Ok(())
     })
 }
@@ -366,6 +392,7 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
                 "MAX_BODY_BYTES",
                 "ZIPKIN_UI_URL",
                 "KAFKA_MESSAGE_TIMEOUT_MS",
+                "KAFKA_STALL_TIMEOUT",
             ],
         ),
         (
@@ -381,6 +408,7 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
                 "MAX_RETRIES",
                 "RETRY_BACKOFF_MS",
                 "KAFKA_STATISTICS_INTERVAL_MS",
+                "KAFKA_STALL_TIMEOUT",
             ],
         ),
     ] {

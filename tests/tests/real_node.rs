@@ -77,7 +77,9 @@ impl RealNode {
         cluster.node.import_images(&archive)?;
         drop(archive_dir);
 
-        say!("real node: scripts/cluster/install.sh (Kafka, Collector, Zipkin, producer, relay, sink)");
+        say!(
+            "real node: scripts/cluster/install.sh (Kafka, Collector, Zipkin, producer, relay, sink)"
+        );
         let mut cmd = cluster
             .cp
             .script_command(&repo_root().join("scripts/cluster/install.sh"))?;
@@ -87,8 +89,12 @@ impl RealNode {
             .arg("-f")
             .arg(ci_values("default"));
         let started = Instant::now();
-        let (status, helm_output) =
-            run_to_end("install", cmd, &cluster.cp.logs_dir(), Duration::from_secs(660))?;
+        let (status, helm_output) = run_to_end(
+            "install",
+            cmd,
+            &cluster.cp.logs_dir(),
+            Duration::from_secs(660),
+        )?;
         let install = started.elapsed();
         ensure!(
             status.success(),
@@ -121,7 +127,9 @@ impl RealNode {
 
     /// The pods of the release as JSON.
     fn pods(&self) -> Result<Vec<Value>> {
-        let out = self.cp().kubectl_ok(["get", "pods", "-n", NAMESPACE, "-o", "json"])?;
+        let out = self
+            .cp()
+            .kubectl_ok(["get", "pods", "-n", NAMESPACE, "-o", "json"])?;
         let v: Value = serde_json::from_str(&out)?;
         Ok(v["items"].as_array().cloned().unwrap_or_default())
     }
@@ -180,9 +188,10 @@ async fn save_images(archive: &Path) -> Result<()> {
 }
 
 fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,9 +208,21 @@ fn helm_install_wait_brings_every_pod_to_ready_in_a_restricted_namespace(
     let mut components: Vec<String> = Vec::new();
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap_or("?");
-        ensure!(p["status"]["phase"] == "Running", "{name} is {}", p["status"]["phase"]);
-        ensure!(ready(p), "{name} is not Ready: {}", p["status"]["conditions"]);
-        for cs in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
+        ensure!(
+            p["status"]["phase"] == "Running",
+            "{name} is {}",
+            p["status"]["phase"]
+        );
+        ensure!(
+            ready(p),
+            "{name} is not Ready: {}",
+            p["status"]["conditions"]
+        );
+        for cs in p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             ensure!(
                 cs["ready"] == true,
                 "{name}/{} is not ready",
@@ -238,7 +259,10 @@ fn the_init_containers_log_their_progress_and_seed_the_topics(f: &RealNode) -> R
             "{pod}: journeyctl init printed no progress:\n{log}"
         );
         for topic in ["messages", "messages.processed", "messages.dlq"] {
-            ensure!(log.contains(topic), "{pod}: nothing about topic {topic}:\n{log}");
+            ensure!(
+                log.contains(topic),
+                "{pod}: nothing about topic {topic}:\n{log}"
+            );
         }
     }
     // Whichever seeded first (usually the Kafka pod's sidecar) created them.
@@ -253,7 +277,14 @@ fn the_init_containers_log_their_progress_and_seed_the_topics(f: &RealNode) -> R
     let mut all = sidecar;
     for component in ["producer", "relay", "sink"] {
         let pod = f.pod_of(component)?;
-        all.push_str(&f.cp().kubectl_ok(["logs", "-n", NAMESPACE, &pod, "-c", "journeyctl-init"])?);
+        all.push_str(&f.cp().kubectl_ok([
+            "logs",
+            "-n",
+            NAMESPACE,
+            &pod,
+            "-c",
+            "journeyctl-init",
+        ])?);
     }
     for topic in ["messages", "messages.processed", "messages.dlq"] {
         ensure!(
@@ -264,13 +295,14 @@ fn the_init_containers_log_their_progress_and_seed_the_topics(f: &RealNode) -> R
     Ok(())
 }
 
-fn kafka_reports_its_kraft_quorum(f: &RealNode) -> Result<()> {
-    let pod = f.pod_of("kafka")?;
-    let out = f.cp().kubectl_ok([
+/// `kafka-metadata-quorum describe --status` (its class: the image has no bin/ scripts) in the
+/// `kafka` container of `pod`.
+fn quorum_status(cp: &ControlPlane, namespace: &str, pod: &str) -> Result<String> {
+    cp.kubectl_ok([
         "exec",
         "-n",
-        NAMESPACE,
-        &pod,
+        namespace,
+        pod,
         "-c",
         "kafka",
         "--",
@@ -283,9 +315,16 @@ fn kafka_reports_its_kraft_quorum(f: &RealNode) -> Result<()> {
         "localhost:9092",
         "describe",
         "--status",
-    ])?;
+    ])
+}
+
+fn kafka_reports_its_kraft_quorum(f: &RealNode) -> Result<()> {
+    let out = quorum_status(f.cp(), NAMESPACE, &f.pod_of("kafka")?)?;
     for field in ["LeaderId:", "CurrentVoters:", "HighWatermark:"] {
-        ensure!(out.contains(field), "no {field} in the quorum status:\n{out}");
+        ensure!(
+            out.contains(field),
+            "no {field} in the quorum status:\n{out}"
+        );
     }
     let leader = out
         .lines()
@@ -300,7 +339,15 @@ fn helm_test_passes_journeyctl_verify_through_cluster_dns(f: &RealNode) -> Resul
     let out = f
         .cp()
         .helm_command()?
-        .args(["test", RELEASE, "-n", NAMESPACE, "--logs", "--timeout", "5m"])
+        .args([
+            "test",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--logs",
+            "--timeout",
+            "5m",
+        ])
         .output()?;
     let text = format!(
         "{}{}",
@@ -310,7 +357,10 @@ fn helm_test_passes_journeyctl_verify_through_cluster_dns(f: &RealNode) -> Resul
     ensure!(out.status.success(), "helm test failed:\n{text}");
     ensure!(text.contains("PASS"), "helm test printed no PASS:\n{text}");
     for svc in ["producer", "relay", "sink"] {
-        ensure!(text.contains(svc), "helm test's journey lacks {svc}:\n{text}");
+        ensure!(
+            text.contains(svc),
+            "helm test's journey lacks {svc}:\n{text}"
+        );
     }
     Ok(())
 }
@@ -319,7 +369,9 @@ async fn post_message(producer: &str, key: &str) -> Result<Answer> {
     post(
         &format!("{producer}/messages"),
         Some("application/json"),
-        serde_json::to_vec(&serde_json::json!({"key": key, "payload": {"from": "real-node-test"}}))?,
+        serde_json::to_vec(
+            &serde_json::json!({"key": key, "payload": {"from": "real-node-test"}}),
+        )?,
         &[],
     )
     .await
@@ -344,7 +396,10 @@ impl RealNode {
             &self.cp().logs_dir(),
             Duration::from_secs(300),
         )?;
-        ensure!(status.success(), "scripts/cluster/{script} failed ({status}):\n{out}");
+        ensure!(
+            status.success(),
+            "scripts/cluster/{script} failed ({status}):\n{out}"
+        );
         Ok(out)
     }
 }
@@ -358,10 +413,19 @@ fn a_post_through_port_forward_is_a_complete_journey_that_journeyctl_shows(
         journey.contains("services: producer → relay → sink"),
         "journeyctl journey shows:\n{journey}\n(script output:\n{out})"
     );
-    for span in ["producer SERVER post /messages", "relay CONSUMER process messages", "sink CONSUMER process messages.processed"] {
-        ensure!(journey.contains(span), "no {span:?} in the journey:\n{journey}");
+    for span in [
+        "producer SERVER post /messages",
+        "relay CONSUMER process messages",
+        "sink CONSUMER process messages.processed",
+    ] {
+        ensure!(
+            journey.contains(span),
+            "no {span:?} in the journey:\n{journey}"
+        );
     }
-    let trace = std::fs::read_to_string(f.artifacts.join("trace-id"))?.trim().to_string();
+    let trace = std::fs::read_to_string(f.artifacts.join("trace-id"))?
+        .trim()
+        .to_string();
     say!("real node: journeyctl journey {trace}:\n{journey}");
     *f.trace.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(trace);
     Ok(())
@@ -375,7 +439,9 @@ fn the_zipkin_ui_in_chromium_shows_the_trace_and_the_dependency_graph(f: &RealNo
         .clone()
         .context("no trace from the port-forward test")?;
     f.script("screenshot.sh", &[&trace])?;
-    let text = visible_text(&std::fs::read_to_string(f.artifacts.join("zipkin-trace.html"))?);
+    let text = visible_text(&std::fs::read_to_string(
+        f.artifacts.join("zipkin-trace.html"),
+    )?);
     for needle in [
         "producer",
         "relay",
@@ -404,7 +470,12 @@ fn the_zipkin_ui_in_chromium_shows_the_trace_and_the_dependency_graph(f: &RealNo
     );
     let zipkin = f.forward("zipkin", 9411)?;
     let links = block_on(ZipkinApi::new(zipkin.url()).dependencies(Duration::from_secs(3600)))?;
-    for (parent, child) in [("producer", "kafka"), ("kafka", "relay"), ("relay", "kafka"), ("kafka", "sink")] {
+    for (parent, child) in [
+        ("producer", "kafka"),
+        ("kafka", "relay"),
+        ("relay", "kafka"),
+        ("kafka", "sink"),
+    ] {
         ensure!(
             links.iter().any(|l| l.parent == parent && l.child == child),
             "no {parent} → {child} edge in {links:?}"
@@ -424,7 +495,9 @@ fn the_zipkin_ui_in_chromium_shows_the_trace_and_the_dependency_graph(f: &RealNo
 /// Waits until the trace of `trace` holds the sink's process span.
 async fn wait_delivered(zipkin: &ZipkinApi, trace: &str) -> Result<()> {
     zipkin
-        .wait_for_trace(trace, Duration::from_secs(120), |s| has_spans(s, &JOURNEY_SPANS))
+        .wait_for_trace(trace, Duration::from_secs(120), |s| {
+            has_spans(s, &JOURNEY_SPANS)
+        })
         .await
         .map(|_| ())
 }
@@ -437,18 +510,26 @@ fn deleting_the_relay_pod_replaces_it_and_messages_before_and_after_reach_the_si
     let api = ZipkinApi::new(zipkin.url());
     let old = f.pod_of("relay")?;
     block_on(async {
-        let before = post_message(&producer.url(), "before-relay-delete").await?.trace_id()?;
+        let before = post_message(&producer.url(), "before-relay-delete")
+            .await?
+            .trace_id()?;
         f.cp()
             .kubectl_ok(["delete", "pod", "-n", NAMESPACE, &old, "--wait=false"])?;
-        let after = post_message(&producer.url(), "after-relay-delete").await?.trace_id()?;
-        wait_until("real node: a new relay pod Ready", Duration::from_secs(180), || async {
-            let pods = f.pods()?;
-            Ok(pods.iter().any(|p| {
-                p["metadata"]["labels"]["app.kubernetes.io/component"] == "relay"
-                    && p["metadata"]["name"] != old.as_str()
-                    && ready(p)
-            }))
-        })
+        let after = post_message(&producer.url(), "after-relay-delete")
+            .await?
+            .trace_id()?;
+        wait_until(
+            "real node: a new relay pod Ready",
+            Duration::from_secs(180),
+            || async {
+                let pods = f.pods()?;
+                Ok(pods.iter().any(|p| {
+                    p["metadata"]["labels"]["app.kubernetes.io/component"] == "relay"
+                        && p["metadata"]["name"] != old.as_str()
+                        && ready(p)
+                }))
+            },
+        )
         .await?;
         wait_delivered(&api, &before).await?;
         wait_delivered(&api, &after).await
@@ -459,9 +540,15 @@ fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &RealNode) 
     let producer = f.forward("producer", 8080)?;
     let zipkin = f.forward("zipkin", 9411)?;
     let kafka = f.pod_of("kafka")?;
-    let uid = f
-        .cp()
-        .kubectl_ok(["get", "pod", "-n", NAMESPACE, &kafka, "-o", "jsonpath={.metadata.uid}"])?;
+    let uid = f.cp().kubectl_ok([
+        "get",
+        "pod",
+        "-n",
+        NAMESPACE,
+        &kafka,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ])?;
     f.cp()
         .kubectl_ok(["delete", "pod", "-n", NAMESPACE, &kafka, "--wait=false"])?;
     block_on(async {
@@ -481,12 +568,17 @@ fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &RealNode) 
                 &[],
                 Duration::from_secs(45),
             ),
-            wait_until("real node: the producer pod turns unready", Duration::from_secs(120), || async {
-                let pods = f.pods()?;
-                Ok(pods.iter().any(|p| {
-                    p["metadata"]["labels"]["app.kubernetes.io/component"] == "producer" && !ready(p)
-                }))
-            })
+            wait_until(
+                "real node: the producer pod turns unready",
+                Duration::from_secs(120),
+                || async {
+                    let pods = f.pods()?;
+                    Ok(pods.iter().any(|p| {
+                        p["metadata"]["labels"]["app.kubernetes.io/component"] == "producer"
+                            && !ready(p)
+                    }))
+                }
+            )
         );
         let (answer, took) = (answer?, started.elapsed());
         unready?;
@@ -497,26 +589,66 @@ fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &RealNode) 
             answer.body
         );
         ensure!(took < Duration::from_secs(40), "the answer took {took:?}");
-        say!("real node: a POST during the Kafka outage: {} after {took:.1?}", answer.status);
-        wait_until("real node: a new Kafka pod and every pod Ready", Duration::from_secs(300), || async {
-            let pods = f.pods()?;
-            let new_kafka = pods.iter().any(|p| {
-                p["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka"
-                    && p["metadata"]["uid"] != uid.as_str()
-                    && ready(p)
-            });
-            Ok(new_kafka && pods.iter().all(ready))
-        })
+        say!(
+            "real node: a POST during the Kafka outage: {} after {took:.1?}",
+            answer.status
+        );
+        wait_until(
+            "real node: a new Kafka pod and every pod Ready",
+            Duration::from_secs(300),
+            || async {
+                let pods = f.pods()?;
+                let new_kafka = pods.iter().any(|p| {
+                    p["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka"
+                        && p["metadata"]["uid"] != uid.as_str()
+                        && ready(p)
+                });
+                Ok(new_kafka && pods.iter().all(ready))
+            },
+        )
         .await?;
         // The whole journey works again: the Kafka pod's sidecar seeded the topics again, and
-        // a consumer whose client stayed wedged was restarted by its liveness probe.
+        // a producer or consumer whose client stayed wedged (librdkafka ignores the recreated
+        // topics' leader epochs) was restarted by its liveness probe; a POST meanwhile may
+        // find the producer's container restarting.
         let api = ZipkinApi::new(zipkin.url());
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let back = Instant::now();
+        let deadline = back + Duration::from_secs(180);
         loop {
-            let answer = post_message(&producer.url(), "after-kafka-restart").await?;
+            // Each answer within the message timeout, as during the outage.
+            let answer = post_within(
+                &messages_url,
+                Some("application/json"),
+                br#"{"key":"after-kafka-restart","payload":{"from":"real-node-test"}}"#.to_vec(),
+                &[],
+                Duration::from_secs(45),
+            )
+            .await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) if Instant::now() < deadline => {
+                    say!(
+                        "real node: a POST {:.0?} after Kafka was back: {e:#}",
+                        back.elapsed()
+                    );
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            say!(
+                "real node: a POST {:.0?} after Kafka was back: {}",
+                back.elapsed(),
+                answer.status
+            );
             if answer.status == 202 {
                 let trace = answer.trace_id()?;
-                return wait_delivered(&api, &trace).await;
+                wait_delivered(&api, &trace).await?;
+                say!(
+                    "real node: the whole journey works again {:.0?} after Kafka was back",
+                    back.elapsed()
+                );
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
@@ -534,7 +666,15 @@ fn helm_uninstall_leaves_no_object_and_no_container_of_the_release(f: &RealNode)
     let out = f
         .cp()
         .helm_command()?
-        .args(["uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "3m"])
+        .args([
+            "uninstall",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
         .output()?;
     ensure!(
         out.status.success(),
@@ -572,7 +712,10 @@ fn helm_uninstall_leaves_no_object_and_no_container_of_the_release(f: &RealNode)
         "-o",
         "name",
     ])?;
-    ensure!(cluster_wide.trim().is_empty(), "left cluster-wide:\n{cluster_wide}");
+    ensure!(
+        cluster_wide.trim().is_empty(),
+        "left cluster-wide:\n{cluster_wide}"
+    );
     block_on(wait_until(
         "real node: no container of the release in containerd",
         Duration::from_secs(120),
@@ -580,7 +723,9 @@ fn helm_uninstall_leaves_no_object_and_no_container_of_the_release(f: &RealNode)
     ))
 }
 
-fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(f: &RealNode) -> Result<()> {
+fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(
+    f: &RealNode,
+) -> Result<()> {
     const NS: &str = "journey3";
     // The test node has no volume provisioner: Kafka's data on emptyDirs instead of PVCs.
     let mut cmd = f
@@ -593,14 +738,18 @@ fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(f: &R
         .arg(ci_values("three-broker"))
         .args(["--set", "kafka.persistence.enabled=false"]);
     let started = Instant::now();
-    let (status, out) = run_to_end("install-three", cmd, &f.cp().logs_dir(), Duration::from_secs(660))?;
+    let (status, out) = run_to_end(
+        "install-three",
+        cmd,
+        &f.cp().logs_dir(),
+        Duration::from_secs(660),
+    )?;
     ensure!(status.success(), "three-broker install failed:\n{out}");
-    say!("real node: three brokers: every pod Ready after {:.0}s", started.elapsed().as_secs_f64());
-    let status = f.cp().kubectl_ok([
-        "exec", "-n", NS, "journey-kafka-1", "-c", "kafka", "--", "java", "-Xmx128m", "-cp",
-        "/opt/kafka/libs/*", "org.apache.kafka.tools.MetadataQuorumCommand",
-        "--bootstrap-server", "localhost:9092", "describe", "--status",
-    ])?;
+    say!(
+        "real node: three brokers: every pod Ready after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    let status = quorum_status(f.cp(), NS, "journey-kafka-1")?;
     let voters = status
         .lines()
         .find_map(|l| l.trim().strip_prefix("CurrentVoters:"))
@@ -617,7 +766,10 @@ fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(f: &R
         })
         .collect();
     ids.sort_unstable();
-    ensure!(ids == [0, 1, 2], "the quorum's voters are {voters}:\n{status}");
+    ensure!(
+        ids == [0, 1, 2],
+        "the quorum's voters are {voters}:\n{status}"
+    );
     let out = f
         .cp()
         .helm_command()?
@@ -634,6 +786,10 @@ fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(f: &R
         .helm_command()?
         .args(["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "3m"])
         .output()?;
-    ensure!(out.status.success(), "helm uninstall failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "helm uninstall failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -54,10 +54,19 @@ impl Drop for Skaffold {
     /// The images skaffold tagged for this run's registry (a new port each run) go too.
     fn drop(&mut self) {
         let filter = format!("reference={}/*", self.registry.host());
-        match self.docker.api().run(&["image", "ls", "--quiet", "--filter", &filter]) {
+        match self
+            .docker
+            .api()
+            .run(&["image", "ls", "--quiet", "--filter", &filter])
+        {
             Ok(ids) if !ids.is_empty() => {
                 let refs = self.docker.api().run(&[
-                    "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &filter,
+                    "image",
+                    "ls",
+                    "--format",
+                    "{{.Repository}}:{{.Tag}}",
+                    "--filter",
+                    &filter,
                 ]);
                 if let Ok(refs) = refs {
                     let mut args = vec!["image", "rm", "--force"];
@@ -113,7 +122,10 @@ impl Skaffold {
 
         // skaffold runs `docker`, `helm` and `kubectl`: the pinned ones. skaffold 2.16 asks
         // `helm version --client`, a flag Helm 4 removed: it gets Helm 3.
-        let bin_dir = tempfile::Builder::new().prefix("journey-bin-").tempdir()?.keep();
+        let bin_dir = tempfile::Builder::new()
+            .prefix("journey-bin-")
+            .tempdir()?
+            .keep();
         for (name, target) in [
             ("docker", api.client().to_path_buf()),
             ("helm", tools.path("HELM3", "helm")?),
@@ -138,10 +150,7 @@ impl Skaffold {
 
     /// `skaffold <args>` in `dir`, against this cluster, registry and dockerd.
     fn command(&self, dir: &Path, args: &[&str]) -> Result<Command> {
-        let mut cmd = self
-            .cluster
-            .cp
-            .script_command(&self.skaffold)?;
+        let mut cmd = self.cluster.cp.script_command(&self.skaffold)?;
         cmd.current_dir(dir)
             .args(args)
             .args(["-p", "local", "--default-repo", &self.registry.host()])
@@ -205,7 +214,11 @@ async fn wait_forwards(process: &mut Managed, what: &str) -> Result<(u16, u16)> 
             );
         }
         if last_report.elapsed() > Duration::from_secs(15) {
-            let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             say!(
                 "skaffold {what}: {:.0}s: {}",
                 started.elapsed().as_secs_f64(),
@@ -275,7 +288,12 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
     // Render with the tags the tagger computes, without building.
     let cmd = f.command(
         &repo_root(),
-        &["render", "--digest-source=tag", "--offline=true", "--loud=false"],
+        &[
+            "render",
+            "--digest-source=tag",
+            "--offline=true",
+            "--loud=false",
+        ],
     )?;
     let (status, out) = run_to_end("skaffold-render", cmd, &f.logs(), Duration::from_secs(300))?;
     ensure!(status.success(), "skaffold render failed:\n{out}");
@@ -296,7 +314,11 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
         let (repo, tag) = image.rsplit_once(':').context("image without a tag")?;
         Ok((repo.to_string(), tag.to_string()))
     };
-    let (p_repo, p_tag) = split(&image_of("Deployment", &format!("{RELEASE}-producer"), false)?)?;
+    let (p_repo, p_tag) = split(&image_of(
+        "Deployment",
+        &format!("{RELEASE}-producer"),
+        false,
+    )?)?;
     let (c_repo, c_tag) = split(&image_of("Deployment", &format!("{RELEASE}-relay"), false)?)?;
     let (j_repo, j_tag) = split(&image_of("Deployment", &format!("{RELEASE}-relay"), true)?)?;
     ensure!(
@@ -323,7 +345,8 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
     let mut b: Vec<(String, serde_json::Value)> = helm.iter().map(|d| (key(d), data(d))).collect();
     a.sort_by(|x, y| x.0.cmp(&y.0));
     b.sort_by(|x, y| x.0.cmp(&y.0));
-    let names = |v: &[(String, serde_json::Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let names =
+        |v: &[(String, serde_json::Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     ensure!(
         names(&a) == names(&b),
         "skaffold render and helm template render different objects:\n{:?}\n{:?}",
@@ -331,7 +354,10 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
         names(&b)
     );
     for ((k, x), (_, y)) in a.iter().zip(&b) {
-        ensure!(x == y, "{k} differs:\nskaffold render:\n{x:#}\nhelm template:\n{y:#}");
+        ensure!(
+            x == y,
+            "{k} differs:\nskaffold render:\n{x:#}\nhelm template:\n{y:#}"
+        );
     }
     Ok(())
 }
@@ -339,7 +365,12 @@ fn skaffold_render_is_what_helm_template_renders_with_the_same_values(f: &Skaffo
 fn skaffold_run_builds_pushes_and_deploys_and_the_journey_completes(f: &Skaffold) -> Result<()> {
     let cmd = f.command(
         &repo_root(),
-        &["run", "--port-forward=user", "--tail=false", "--status-check=true"],
+        &[
+            "run",
+            "--port-forward=user",
+            "--tail=false",
+            "--status-check=true",
+        ],
     )?;
     let started = Instant::now();
     let mut run = Managed::spawn("skaffold-run", cmd, &f.logs(), Duration::from_secs(60))?;
@@ -367,19 +398,28 @@ fn skaffold_run_builds_pushes_and_deploys_and_the_journey_completes(f: &Skaffold
     let cmd = f.command(&repo_root(), &["delete"])?;
     let (status, out) = run_to_end("skaffold-delete", cmd, &f.logs(), Duration::from_secs(300))?;
     ensure!(status.success(), "skaffold delete failed:\n{out}");
-    block_on(wait_until("skaffold delete: the release is gone", Duration::from_secs(120), || async {
-        release_is_gone(f)
-    }))
+    block_on(wait_until(
+        "skaffold delete: the release is gone",
+        Duration::from_secs(120),
+        || async { release_is_gone(f) },
+    ))
 }
 
 fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
     f: &Skaffold,
 ) -> Result<()> {
-    let tree = tempfile::Builder::new().prefix("journey-dev-tree-").tempdir()?;
+    let tree = tempfile::Builder::new()
+        .prefix("journey-dev-tree-")
+        .tempdir()?;
     journey_tests::copy_worktree(tree.path())?;
     let cmd = f.command(
         tree.path(),
-        &["dev", "--port-forward=user", "--tail=false", "--cleanup=true"],
+        &[
+            "dev",
+            "--port-forward=user",
+            "--tail=false",
+            "--cleanup=true",
+        ],
     )?;
     let mut dev = Managed::spawn("skaffold-dev", cmd, &f.logs(), Duration::from_secs(120))?;
     let (producer, zipkin) = block_on(wait_forwards(&mut dev, "dev"))?;
@@ -389,46 +429,73 @@ fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
     // The change a developer makes: a new log line at the producer's start.
     let lib = tree.path().join("services/producer/src/lib.rs");
     let text = std::fs::read_to_string(&lib)?;
-    ensure!(text.contains("\"producer listening\""), "the producer's start-up line moved");
-    std::fs::write(&lib, text.replace("\"producer listening\"", "\"producer listening (changed in skaffold dev)\""))?;
+    ensure!(
+        text.contains("\"producer listening\""),
+        "the producer's start-up line moved"
+    );
+    std::fs::write(
+        &lib,
+        text.replace(
+            "\"producer listening\"",
+            "\"producer listening (changed in skaffold dev)\"",
+        ),
+    )?;
     let edited = Instant::now();
 
     // Serving: a producer pod of the new image is Ready and logged the new line.
     let mut served = false;
-    block_on(wait_until("skaffold dev: the changed producer serves", SKAFFOLD_TIMEOUT, || {
-        let early = dev.ensure_running();
-        let logs = f.cluster.cp.kubectl([
-            "logs",
-            "-n",
-            NAMESPACE,
-            &format!("deployment/{RELEASE}-producer"),
-            "-c",
-            "producer",
-        ]);
-        let ready = f.cluster.cp.kubectl([
-            "rollout",
-            "status",
-            "-n",
-            NAMESPACE,
-            &format!("deployment/{RELEASE}-producer"),
-            "--timeout=1s",
-        ]);
-        served = matches!((&logs, &ready), (Ok(l), Ok(r))
+    block_on(wait_until(
+        "skaffold dev: the changed producer serves",
+        SKAFFOLD_TIMEOUT,
+        || {
+            let early = dev.ensure_running();
+            let logs = f.cluster.cp.kubectl([
+                "logs",
+                "-n",
+                NAMESPACE,
+                &format!("deployment/{RELEASE}-producer"),
+                "-c",
+                "producer",
+            ]);
+            let ready = f.cluster.cp.kubectl([
+                "rollout",
+                "status",
+                "-n",
+                NAMESPACE,
+                &format!("deployment/{RELEASE}-producer"),
+                "--timeout=1s",
+            ]);
+            served = matches!((&logs, &ready), (Ok(l), Ok(r))
             if r.status.success() && String::from_utf8_lossy(&l.stdout).contains("changed in skaffold dev"));
-        let ok = served;
-        async move {
-            early?;
-            Ok(ok)
-        }
-    }))?;
+            let ok = served;
+            async move {
+                early?;
+                Ok(ok)
+            }
+        },
+    ))?;
     let took = edited.elapsed();
-    say!("skaffold dev: edit → the changed producer serving in {:.0}s", took.as_secs_f64());
+    say!(
+        "skaffold dev: edit → the changed producer serving in {:.0}s",
+        took.as_secs_f64()
+    );
     let after = (deployed_image(f, "producer")?, deployed_image(f, "relay")?);
-    ensure!(after.0 != before.0, "the producer's image did not change: {}", after.0);
+    ensure!(
+        after.0 != before.0,
+        "the producer's image did not change: {}",
+        after.0
+    );
+    // Pinned by digest: the relay (and Kafka with journeyctl's sidecar) kept their images.
+    ensure!(
+        after.1 == before.1,
+        "the relay's image changed: {} -> {}",
+        before.1,
+        after.1
+    );
     // The forward follows the new pod: the journey works through it.
     // skaffold re-establishes its forwards to the new pods: retry until they answer.
     block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let log = std::fs::read_to_string(dev.log_path()).unwrap_or_default();
             let producer = forwarded_port(&log, &format!("{RELEASE}-producer")).unwrap_or(producer);
@@ -439,7 +506,12 @@ fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
                     say!("skaffold dev: not through the forward yet: {e:#}");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Err(e) => return Err(e.context("after the change, through skaffold's forwards")),
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "after the change, through skaffold's forwards; its log:\n{}",
+                        dev.tail(40)
+                    )));
+                }
             }
         }
     })?;
@@ -458,9 +530,11 @@ fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
         );
     }
     ctrl_c(dev, Duration::from_secs(180))?;
-    let gone = block_on(wait_until("skaffold dev: Ctrl-C removed the release", Duration::from_secs(120), || async {
-        release_is_gone(f)
-    }));
+    let gone = block_on(wait_until(
+        "skaffold dev: Ctrl-C removed the release",
+        Duration::from_secs(120),
+        || async { release_is_gone(f) },
+    ));
     if gone.is_err() {
         bail!("after Ctrl-C skaffold dev left the release deployed");
     }

@@ -102,7 +102,8 @@ fn the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run(_: &()) ->
             "the kind workflow does not run scripts/cluster/{script}"
         );
         ensure!(
-            tests.contains(&format!("\"{script}\"")) || tests.contains(&format!("cluster/{script}")),
+            tests.contains(&format!("\"{script}\""))
+                || tests.contains(&format!("cluster/{script}")),
             "the real-node tests do not run scripts/cluster/{script}"
         );
     }

@@ -42,7 +42,11 @@ app.kubernetes.io/part-of: journey
 
 {{/* image: (dict "ctx" $ "image" .Values.producer.image) */}}
 {{- define "journey.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (.image.tag | default .ctx.Chart.AppVersion | toString) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------- endpoints */}}

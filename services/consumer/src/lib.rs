@@ -140,7 +140,7 @@ pub struct Config {
     /// query) before `/healthz` answers 503 and the container is restarted with a new Kafka
     /// client (humantime: `60s`, `2m`). Needs statistics (KAFKA_STATISTICS_INTERVAL_MS > 0).
     #[arg(long, env = "KAFKA_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub kafka_stall_timeout: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -152,10 +152,6 @@ pub struct Config {
     #[arg(skip)]
     #[serde(skip)]
     pub service_name: String,
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 impl Config {

@@ -121,7 +121,10 @@ mod tests {
         let stalls = Stalls::default();
         let t0 = Instant::now();
         let limit = Duration::from_secs(60);
-        stalls.update(&stats(&[(0, true, "offset-query", -1), (1, true, "active", 0)]), t0);
+        stalls.update(
+            &stats(&[(0, true, "offset-query", -1), (1, true, "active", 0)]),
+            t0,
+        );
         assert_eq!(stalls.wedged(limit, t0 + Duration::from_secs(30)), None);
         // Still stalled in a later report: the first sighting counts.
         stalls.update(
@@ -131,7 +134,10 @@ mod tests {
         let reason = stalls
             .wedged(limit, t0 + Duration::from_secs(61))
             .expect("wedged");
-        assert!(reason.contains("messages[0] not fetching for 61s"), "{reason}");
+        assert!(
+            reason.contains("messages[0] not fetching for 61s"),
+            "{reason}"
+        );
         assert!(!reason.contains("messages[1]"), "{reason}");
     }
 
@@ -140,8 +146,14 @@ mod tests {
         let stalls = Stalls::default();
         let t0 = Instant::now();
         let limit = Duration::from_secs(60);
-        stalls.update(&stats(&[(0, true, "offset-query", -1), (2, false, "none", -1)]), t0);
-        stalls.update(&stats(&[(0, true, "active", 0), (2, false, "none", -1)]), t0 + limit);
+        stalls.update(
+            &stats(&[(0, true, "offset-query", -1), (2, false, "none", -1)]),
+            t0,
+        );
+        stalls.update(
+            &stats(&[(0, true, "active", 0), (2, false, "none", -1)]),
+            t0 + limit,
+        );
         assert_eq!(stalls.wedged(limit, t0 + 2 * limit), None);
     }
 }

@@ -73,13 +73,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e} (e.g. 90s, 5m, 1h30m)"))
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
-
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
-        Some(d) => ser_duration(d, s),
+        Some(d) => journey_messaging::serialize_duration(d, s),
         None => s.serialize_none(),
     }
 }
@@ -111,7 +107,7 @@ pub struct WaitTargets {
     pub zipkin_url: Option<String>,
     /// One overall timeout (humantime: `90s`, `5m`).
     #[arg(long, env = "WAIT_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub timeout: Duration,
 }
 
@@ -247,7 +243,7 @@ pub struct VerifyArgs {
     pub expect_hops: Vec<HopSpec>,
     /// How long to wait for every hop to reach Zipkin.
     #[arg(long, env = "VERIFY_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub timeout: Duration,
     /// The message body's payload (JSON); default: a small object naming journeyctl.
     #[arg(long)]
@@ -283,7 +279,7 @@ pub struct LinkArgs {
     pub max_linked_traces: usize,
     /// How long after the trace's start linked traces are looked for.
     #[arg(long = "link-window", env = "LINK_WINDOW", value_parser = parse_duration, default_value = "10m")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub link_window: Duration,
 }
 
@@ -322,7 +318,7 @@ pub struct JourneyArgs {
     pub service: String,
     /// How far back `--last` looks.
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub lookback: Duration,
     /// Zipkin's base URL.
     #[arg(long = "zipkin-url", env = "ZIPKIN_URL")]
@@ -344,7 +340,7 @@ pub struct LoadArgs {
     pub rate: f64,
     /// How long to send (humantime).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub duration: Duration,
     /// At most this many requests in flight.
     #[arg(long, default_value_t = 16)]

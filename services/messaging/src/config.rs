@@ -160,6 +160,15 @@ impl KafkaArgs {
     }
 }
 
+/// Serializes a duration as humantime text (`1m 30s`), as the binaries' `--print-config` shows
+/// the `*_TIMEOUT` settings they read in that form.
+pub fn serialize_duration<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ pub mod propagation;
 pub mod readiness;
 pub mod spans;
 
-pub use config::{KafkaArgs, KafkaEndpoint};
+pub use config::{KafkaArgs, KafkaEndpoint, serialize_duration};
 pub use propagation::{extract_context, inject_context};
 pub use spans::{
     Outgoing, SendError, Sent, TraceMode, process_span, record_delivery, record_error, send_span,

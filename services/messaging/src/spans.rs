@@ -244,6 +244,14 @@ impl SendError {
             SendError::Timeout(_) => "timeout",
         }
     }
+
+    /// No broker acked the message in time (as opposed to an error about the message itself).
+    pub fn timed_out(&self) -> bool {
+        match self {
+            SendError::Kafka { error_type, .. } => error_type == "MessageTimedOut",
+            SendError::Timeout(_) => true,
+        }
+    }
 }
 
 /// Sends `out` inside a new `send {topic}` span (a child of the current span): injects the

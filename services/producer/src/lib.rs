@@ -9,14 +9,17 @@
 //! - Bad input never reaches Kafka: 400 (empty body, malformed JSON, invalid message),
 //!   413 (body over `MAX_BODY_BYTES`), 415 (other content types). Kafka not acking within
 //!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503. Every error body is `{"error": "...", "reason": "..."}`.
-//! - `GET /healthz` (alive), `GET /readyz` (the topic's metadata answers).
+//! - `GET /healthz` (alive unless deliveries have been timing out, none acked, for longer than
+//!   `KAFKA_STALL_TIMEOUT`: see [`stall`]), `GET /readyz` (the topic's metadata answers).
 //!
 //! One idempotent `acks=all` [`FutureProducer`] serves the whole process.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod stall;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -33,6 +36,7 @@ use opentelemetry_semantic_conventions::attribute::{
 use rdkafka::producer::{FutureProducer, Producer as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use stall::Deliveries;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
@@ -64,6 +68,11 @@ pub struct Config {
     /// How long a message may wait for the broker's ack before the request gets 503.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
     pub kafka_message_timeout_ms: u64,
+    /// How long messages may keep timing out, none acked, before `/healthz` answers 503 and
+    /// the container is restarted with a new Kafka client (humantime: `60s`, `2m`).
+    #[arg(long, env = "KAFKA_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
+    pub kafka_stall_timeout: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Print the resolved configuration as JSON and exit.
@@ -283,6 +292,8 @@ struct App {
     timeout: Duration,
     zipkin_ui_url: Option<String>,
     metrics: Metrics,
+    deliveries: Deliveries,
+    stall_timeout: Duration,
 }
 
 type Shared = Arc<App>;
@@ -299,6 +310,7 @@ impl App {
             .await
         {
             Ok(sent) => {
+                self.deliveries.acked();
                 self.metrics.produced.add(1, &attrs);
                 tracing::info!(
                     partition = sent.partition,
@@ -309,6 +321,9 @@ impl App {
             }
             Err(e) => {
                 self.metrics.failed.add(1, &attrs);
+                if e.timed_out() {
+                    self.deliveries.timed_out(Instant::now());
+                }
                 Err(AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "kafka_unavailable",
@@ -384,8 +399,19 @@ async fn post_batch(
     Ok((StatusCode::ACCEPTED, axum::Json(doc)).into_response())
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// Live unless the Kafka client is wedged (see [`stall`]).
+async fn healthz(State(app): State<Shared>) -> Result<Response, AppError> {
+    match app.deliveries.wedged(app.stall_timeout, Instant::now()) {
+        None => Ok(axum::Json(json!({"status": "ok"})).into_response()),
+        Some(reason) => {
+            tracing::warn!(%reason, "unhealthy: a restart gets a new Kafka client");
+            Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wedged",
+                reason,
+            ))
+        }
+    }
 }
 
 async fn readyz(State(app): State<Shared>) -> Result<Response, AppError> {
@@ -486,6 +512,8 @@ pub async fn run(
             .clone()
             .filter(|u| !u.trim().is_empty()),
         metrics: Metrics::new(),
+        deliveries: Deliveries::default(),
+        stall_timeout: config.kafka_stall_timeout,
     });
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -604,6 +632,7 @@ mod tests {
         assert_eq!(c.kafka_topic, "messages");
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.kafka_message_timeout_ms, 5000);
+        assert_eq!(c.kafka_stall_timeout, Duration::from_secs(60));
         assert_eq!(c.service_name, SERVICE_NAME);
     }
 }

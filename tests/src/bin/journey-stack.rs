@@ -76,7 +76,11 @@ fn clean_ledger() -> ExitCode {
             failed = true;
         }
     }
-    if failed { ExitCode::FAILURE } else { check_ledger() }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        check_ledger()
+    }
 }
 
 fn check_ledger() -> ExitCode {

@@ -12,6 +12,14 @@ export JOURNEY_ROOT
 log() { printf '[journey] %s\n' "$*" >&2; }
 die() { printf '[journey] error: %s\n' "$*" >&2; exit 1; }
 
+# maven <args>: Maven, quiet and in batch mode, without the colour resets Debian's Maven 3.8
+# prints even then (they would land in the install log).
+maven() {
+  local rc=0
+  mvn -q -B "$@" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' || rc=$?
+  return "$rc"
+}
+
 # need <command> <what to install>: fail at once, naming the missing prerequisite.
 need() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"

@@ -8,7 +8,7 @@ install_kafka() {
     need mvn "install Apache Maven 3.8+ (Debian: apt-get install maven)"
     rm -rf "$dir"; mkdir -p "$dir/libs"
     log "kafka: resolving org.apache.kafka:kafka_2.13:${KAFKA_VERSION} and its dependencies"
-    mvn -q -B -f "${JOURNEY_ROOT}/tools/kafka/pom.xml" -Dkafka.version="${KAFKA_VERSION}" \
+    maven -f "${JOURNEY_ROOT}/tools/kafka/pom.xml" -Dkafka.version="${KAFKA_VERSION}" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir/libs"
     mark_installed "$dir"
   else

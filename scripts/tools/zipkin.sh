@@ -7,7 +7,7 @@ install_zipkin() {
     need mvn "install Apache Maven 3.8+ (Debian: apt-get install maven)"
     rm -rf "$dir"; mkdir -p "$dir"
     log "zipkin: fetching io.zipkin:zipkin-server:${ZIPKIN_VERSION}:exec"
-    mvn -q -B dependency:copy -Dartifact="io.zipkin:zipkin-server:${ZIPKIN_VERSION}:jar:exec" \
+    maven dependency:copy -Dartifact="io.zipkin:zipkin-server:${ZIPKIN_VERSION}:jar:exec" \
       -DoutputDirectory="$dir" -Dmdep.stripVersion=true -Dmdep.stripClassifier=true
     mv "$dir"/zipkin-server*.jar "$dir/zipkin.jar"
     mark_installed "$dir"

@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
             a_batch_is_acked_as_one_trace_with_one_offset_per_message,
             bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka,
             health_and_readiness_answer_while_kafka_is_reachable,
+            a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
             spans_also_reach_zipkin_over_otlp_http_protobuf,
@@ -314,6 +315,59 @@ fn health_and_readiness_answer_while_kafka_is_reachable(api: &Api) -> Result<()>
         }
         Ok(())
     })
+}
+
+fn a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written(
+    api: &Api,
+) -> Result<()> {
+    // The producer's default body limit (1 MiB) is above the Kafka client's default record
+    // limit (message.max.bytes, 1,000,000 bytes): a body in between is refused by Kafka, for
+    // good, so it is a 413 (a retry cannot help), not a 503.
+    let bootstrap = api.stack.kafka.bootstrap().to_string();
+    let before = end_offsets(&bootstrap, "messages")?;
+    let marker = format!("too-large-{}", rand::random::<u64>());
+    let port = free_port();
+    let mut env = base_env(&api.stack, "producer-large", port);
+    env.insert("MAX_BODY_BYTES".into(), "1048576".into());
+    let mut producer = Service::spawn(&api.stack, "producer-large", "producer", env)?;
+    block_on(async {
+        producer.wait_for("/readyz").await?;
+        let body = format!("{marker}{}", "x".repeat(1_000_100)).into_bytes();
+        let a = post(
+            &format!("{}/messages", producer.url()),
+            Some("text/plain"),
+            body,
+            &[],
+        )
+        .await?;
+        ensure!(
+            a.status == 413 && a.str("error") == Some("payload_too_large"),
+            "a 1,000,100-byte record: {} {}",
+            a.status,
+            a.body
+        );
+        let good = post(
+            &format!("{}/messages", producer.url()),
+            Some("text/plain"),
+            format!("good {marker}").into_bytes(),
+            &[],
+        )
+        .await?;
+        good.trace_id()?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let records = read_from(&bootstrap, "messages", &before, Duration::from_secs(10))?;
+    let marked: Vec<usize> = records
+        .iter()
+        .filter_map(|r| r.payload())
+        .filter(|p| String::from_utf8_lossy(p).contains(&marker))
+        .map(<[u8]>::len)
+        .collect();
+    ensure!(
+        marked == [format!("good {marker}").len()],
+        "only the good message may reach Kafka; marked record sizes: {marked:?}"
+    );
+    Ok(())
 }
 
 fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness(

@@ -245,6 +245,12 @@ impl SendError {
         }
     }
 
+    /// The message is larger than the client or the broker accepts (`message.max.bytes`): no
+    /// retry can help.
+    pub fn too_large(&self) -> bool {
+        matches!(self, SendError::Kafka { error_type, .. } if error_type == "MessageSizeTooLarge")
+    }
+
     /// No broker acked the message in time (as opposed to an error about the message itself).
     pub fn timed_out(&self) -> bool {
         match self {

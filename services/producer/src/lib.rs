@@ -145,13 +145,27 @@ impl From<BytesRejection> for AppError {
     }
 }
 
-/// A message as the API accepts it.
+/// A message as the API accepts it: a JSON object (an array of the same fields is not one).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 struct MessageIn {
-    #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
     payload: Option<serde_json::Value>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for MessageIn {
+    type Error = serde_json::Error;
+    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(default)]
+            key: Option<String>,
+            #[serde(default)]
+            payload: Option<serde_json::Value>,
+        }
+        let Fields { key, payload } = serde_json::from_value(serde_json::Value::Object(object))?;
+        Ok(MessageIn { key, payload })
+    }
 }
 
 /// A validated message, ready for Kafka.
@@ -323,6 +337,16 @@ impl App {
                 self.metrics.failed.add(1, &attrs);
                 if e.timed_out() {
                     self.deliveries.timed_out(Instant::now());
+                }
+                if e.too_large() {
+                    return Err(AppError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "{e}: the Kafka record ({} bytes of value) is larger than Kafka accepts",
+                            msg.value.len()
+                        ),
+                    ));
                 }
                 Err(AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -583,6 +607,9 @@ mod tests {
                 r#"{"key":5,"payload":1}"#,
                 "invalid_message",
             ),
+            // The fields in order, as an array, are not a message.
+            ("application/json", r#"["k",{"a":1}]"#, "invalid_message"),
+            ("application/json", r#"[null,1]"#, "invalid_message"),
             ("text/plain", "", "empty_body"),
         ];
         for (t, body, error) in cases {
@@ -621,6 +648,9 @@ mod tests {
         assert!(e.reason.starts_with("message 1:"), "{e:?}");
         let e = parse_batch(&ct("application/json"), &b("[]")).unwrap_err();
         assert_eq!(e.error, "empty_batch");
+        let e = parse_batch(&ct("application/json"), &b(r#"[{"payload":1},["k",2]]"#)).unwrap_err();
+        assert_eq!(e.error, "invalid_message");
+        assert!(e.reason.contains("expected a map"), "{e:?}");
     }
 
     #[test]

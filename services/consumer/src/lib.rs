@@ -526,11 +526,18 @@ pub async fn run(
         });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, health)
+        let served = axum::serve(listener, health)
             .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
+                // An error means the sender was dropped: that is a stop too.
+                http_stopped.await.ok();
             })
             .await;
+        if let Err(e) = served {
+            tracing::error!(
+                error = %e,
+                "the health server stopped: /healthz and /readyz no longer answer, so the liveness probe restarts this consumer"
+            );
+        }
     });
     tracing::info!(
         role = config.role.as_str(),
@@ -612,8 +619,11 @@ pub async fn run(
         tracing::warn!(error = %e, "flushing the producer failed");
     }
     consumer.unsubscribe();
-    let _ = stop_http.send(());
-    let _ = http.await;
+    // An error means the health server already stopped on its own (and said why).
+    stop_http.send(()).ok();
+    if let Err(e) = http.await {
+        tracing::warn!(error = %e, "the health server task failed");
+    }
     tracing::info!("consumer stopped");
     outcome
 }

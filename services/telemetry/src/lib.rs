@@ -457,8 +457,11 @@ pub fn redact<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::O
 /// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C): the shutdown future every
 /// Journey binary passes to its `run`.
 pub async fn shutdown_signal() {
+    // A handler that cannot be installed leaves that signal to its default action (SIGTERM
+    // then kills the process without draining): say so, and wait for the other one.
     let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot handle SIGINT: Ctrl-C will not drain");
             std::future::pending::<()>().await;
         }
     };
@@ -468,7 +471,10 @@ pub async fn shutdown_signal() {
             Ok(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGTERM: a stop will not drain");
+                std::future::pending::<()>().await
+            }
         }
     };
     #[cfg(not(unix))]

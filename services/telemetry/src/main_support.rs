@@ -45,7 +45,10 @@ where
         let mut guard = init(settings).map_err(|e| format!("{name}: telemetry: {e}"))?;
         let out = body().await;
         // The exporters block while flushing: keep that off the async workers.
-        let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
+        // `shutdown` reports its own failures; a join error means it panicked.
+        if let Err(e) = tokio::task::spawn_blocking(move || guard.shutdown()).await {
+            eprintln!("{name}: telemetry: flushing at exit failed: {e}");
+        }
         Ok(out)
     })
 }

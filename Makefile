@@ -32,7 +32,10 @@ check-ledger: ## Prove nothing the harness recorded (processes, mounts, devices)
 clean-ledger: ## After a killed test run: stop and remove what the ledger says it left
 	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- clean-ledger
 
-demo: tools build ## Start the stack and the services, send messages, print their traces (ONCE=1: verify and exit)
+# The demo installs and builds only what it runs: Kafka, Zipkin, the Collector, the binaries.
+demo: ## Start the stack and the services, send messages, print their traces (ONCE=1: verify and exit)
+	scripts/install-tools.sh apt kafka zipkin collector
+	$(CARGO) build --locked --bins -p producer -p consumer -p journeyctl -p journey-tests
 	target/debug/journey-stack demo $(if $(filter 1,$(ONCE)),--once,)
 
 fmt: ## Format the code

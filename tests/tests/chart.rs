@@ -43,6 +43,7 @@ fn main() -> std::process::ExitCode {
             helm_template_renders_every_ci_values_file_with_the_expected_objects,
             the_values_schema_and_the_chart_reject_wrong_values,
             an_image_digest_pins_that_image_and_leaves_the_others_on_their_tags,
+            the_collectors_gomemlimit_is_80_percent_of_its_memory_limit_in_any_quantity_form,
             the_chart_pins_the_kafka_zipkin_and_collector_versions_the_local_stack_runs,
             every_pod_meets_pod_security_restricted_and_has_resources_and_probes,
             journeyctl_may_only_get_list_and_watch_workloads_and_pods_and_only_it_holds_the_token,
@@ -373,6 +374,45 @@ fn an_image_digest_pins_that_image_and_leaves_the_others_on_their_tags(_: &()) -
         sink.starts_with("journey/consumer:") && !sink.contains('@'),
         "the sink (no digest set) must keep its tag: {sink}"
     );
+    Ok(())
+}
+
+fn the_collectors_gomemlimit_is_80_percent_of_its_memory_limit_in_any_quantity_form(
+    _: &(),
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // (the limit as written in a values file, GOMEMLIMIT)
+    let cases = [
+        ("512Mi", "409MiB"),
+        ("'1.5Gi'", "1228MiB"),
+        ("1G", "762MiB"),
+        ("2000M", "1525MiB"),
+        ("536870912", "409MiB"),
+        ("'536870912'", "409MiB"),
+        ("1048576k", "800MiB"),
+        ("100Ki", "81920B"),
+    ];
+    let mut wrong = Vec::new();
+    for (limit, expected) in cases {
+        let values = dir.path().join("memory.yaml");
+        std::fs::write(
+            &values,
+            format!("collector:\n  resources:\n    limits:\n      memory: {limit}\n"),
+        )?;
+        let docs = parse_docs(&helm_template(&[values], &[])?)?;
+        let dep = find(&docs, "Deployment", "journey-collector")?;
+        let c = container(&dep["spec"]["template"]["spec"], "collector")?;
+        let got = seq(&c["env"])
+            .iter()
+            .find(|e| s(&e["name"]) == "GOMEMLIMIT")
+            .map(|e| s(&e["value"]).to_string());
+        if got.as_deref() != Some(expected) {
+            wrong.push(format!(
+                "memory {limit}: GOMEMLIMIT {got:?}, expected {expected}"
+            ));
+        }
+    }
+    ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
 

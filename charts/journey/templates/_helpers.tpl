@@ -372,12 +372,20 @@ app.kubernetes.io/part-of: journey
 {{- end }}
 {{- end -}}
 
-{{/* 80% of a memory quantity in Mi or Gi, as a Go GOMEMLIMIT ("204MiB"); empty otherwise. */}}
+{{/* 80% of a memory quantity (any Kubernetes form: 512Mi, 1.5Gi, 1G, 536870912, 5e8, a
+number) as a Go GOMEMLIMIT in whole MiB ("204MiB"), or bytes below 1 MiB; empty when it is not
+a quantity. */}}
 {{- define "journey.goMemLimit" -}}
 {{- $q := toString . -}}
-{{- if hasSuffix "Mi" $q -}}
-{{- printf "%dMiB" (div (mul (int (trimSuffix "Mi" $q)) 8) 10) -}}
-{{- else if hasSuffix "Gi" $q -}}
-{{- printf "%dMiB" (div (mul (int (trimSuffix "Gi" $q)) 8192) 10) -}}
+{{- $num := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?" $q -}}
+{{- $scale := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- $suffix := trimPrefix $num $q -}}
+{{- if and $num (hasKey $scale $suffix) -}}
+{{- $limit := floor (mulf (float64 $num) (get $scale $suffix) 0.8) -}}
+{{- if ge $limit 1048576.0 -}}
+{{- printf "%dMiB" (int64 (floor (divf $limit 1048576))) -}}
+{{- else -}}
+{{- printf "%dB" (int64 $limit) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

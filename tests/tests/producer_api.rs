@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
             bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka,
             health_and_readiness_answer_while_kafka_is_reachable,
             a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
+            unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
             spans_also_reach_zipkin_over_otlp_http_protobuf,
@@ -312,6 +313,51 @@ fn health_and_readiness_answer_while_kafka_is_reachable(api: &Api) -> Result<()>
             ensure!(r.status() == 200, "{path}: {}", r.status());
             let body: Value = r.json().await?;
             ensure!(body["status"].is_string(), "{path}: {body}");
+        }
+        Ok(())
+    })
+}
+
+fn unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape(api: &Api) -> Result<()> {
+    block_on(async {
+        let http = reqwest::Client::new();
+        for (method, path, status, error, allow) in [
+            (reqwest::Method::GET, "/nowhere", 404, "not_found", None),
+            (reqwest::Method::POST, "/message", 404, "not_found", None),
+            (
+                reqwest::Method::GET,
+                "/messages",
+                405,
+                "method_not_allowed",
+                Some("POST"),
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/healthz",
+                405,
+                "method_not_allowed",
+                Some("GET,HEAD"),
+            ),
+        ] {
+            let r = http.request(method.clone(), url(api, path)).send().await?;
+            let got = r.status().as_u16();
+            let allowed = r
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body: Value = r
+                .json()
+                .await
+                .with_context(|| format!("{method} {path}: JSON body"))?;
+            ensure!(
+                got == status && body["error"] == error && body["reason"].is_string(),
+                "{method} {path}: {got} {body}"
+            );
+            ensure!(
+                allowed.as_deref() == allow,
+                "{method} {path}: Allow {allowed:?}"
+            );
         }
         Ok(())
     })

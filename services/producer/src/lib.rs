@@ -512,7 +512,30 @@ fn router(app: Shared, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(traced)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// Any other path: 404 in the API's error shape.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no {method} {}: the API is POST /messages, POST /messages/batch, GET /healthz, GET /readyz",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path with another method: 405 in the API's error shape.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// Runs the producer until `shutdown` resolves: stops accepting, finishes in-flight requests,

@@ -257,7 +257,7 @@ impl Zipkin {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let client = journeyctl::zipkin::ZipkinClient::new(self.url());
+        let client = journeyctl::zipkin::ZipkinClient::new(self.url())?;
         let proc = &mut self.proc;
         wait_until("zipkin", READY_TIMEOUT, || {
             let early = proc.ensure_running();

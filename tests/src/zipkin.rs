@@ -34,7 +34,7 @@ impl ZipkinApi {
     pub fn new(base: impl Into<String>) -> Self {
         let base = base.into().trim_end_matches('/').to_string();
         ZipkinApi {
-            client: ZipkinClient::new(base.clone()),
+            client: ZipkinClient::new(base.clone()).expect("building an HTTP client"),
             base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

@@ -239,7 +239,7 @@ fn post_one(fx: &Fx) -> Result<String> {
         let producer = journeyctl::producer::ProducerClient::new(
             &fx.journey.producer.url(),
             Duration::from_secs(30),
-        );
+        )?;
         let p = producer
             .post(&serde_json::json!({"payload": {"test": "journey"}}))
             .await?;

@@ -179,6 +179,15 @@ async fn keep_seeding(a: &InitArgs, every: Duration) -> u8 {
     }
 }
 
+/// A client journeyctl cannot work without: when it cannot be built, says why and gives the
+/// exit code.
+fn http_client<T>(what: &str, built: Result<T, reqwest::Error>) -> Result<T, u8> {
+    built.map_err(|e| {
+        eprintln!("journeyctl: cannot build an HTTP client for {what}: {e}");
+        exit::UNAVAILABLE
+    })
+}
+
 async fn verify(a: VerifyArgs) -> u8 {
     let hops = a.hops();
     let payload = match a
@@ -190,7 +199,13 @@ async fn verify(a: VerifyArgs) -> u8 {
         Some(Ok(v)) => v,
         Some(Err(e)) => return crate::cli::usage_error(format!("--payload is not JSON: {e}")),
     };
-    let producer = ProducerClient::new(&a.producer_url, Duration::from_secs(30));
+    let producer = match http_client(
+        "the producer",
+        ProducerClient::new(&a.producer_url, Duration::from_secs(30)),
+    ) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let posted = match producer
         .post(&serde_json::json!({"key": "journeyctl-verify", "payload": payload}))
         .await
@@ -214,7 +229,10 @@ async fn verify(a: VerifyArgs) -> u8 {
         println!("FAIL");
         return exit::FAILED;
     };
-    let zipkin = ZipkinClient::new(&a.zipkin_url);
+    let zipkin = match http_client("Zipkin", ZipkinClient::new(&a.zipkin_url)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     eprintln!(
         "journeyctl: message accepted (trace {trace_id}); waiting up to {} for {}",
         humantime::format_duration(a.timeout),
@@ -301,7 +319,10 @@ async fn verify(a: VerifyArgs) -> u8 {
 }
 
 async fn journey(a: JourneyArgs) -> u8 {
-    let zipkin = ZipkinClient::new(&a.zipkin_url);
+    let zipkin = match http_client("Zipkin", ZipkinClient::new(&a.zipkin_url)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let trace_id = match (&a.trace_id, a.last) {
         (Some(t), _) => {
             let t = t.trim().to_ascii_lowercase();
@@ -391,7 +412,13 @@ async fn load(a: LoadArgs) -> u8 {
     if a.rate.is_nan() || a.rate <= 0.0 || a.duration.is_zero() || a.concurrency == 0 {
         return crate::cli::usage_error("--rate, --duration and --concurrency must be positive");
     }
-    let client = ProducerClient::new(&a.producer_url, Duration::from_secs(30));
+    let client = match http_client(
+        "the producer",
+        ProducerClient::new(&a.producer_url, Duration::from_secs(30)),
+    ) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let opts = LoadOptions {
         rate: a.rate,
         duration: a.duration,

@@ -32,15 +32,15 @@ pub struct ProducerClient {
 }
 
 impl ProducerClient {
-    pub fn new(base: &str, timeout: Duration) -> Self {
-        ProducerClient {
+    /// Fails only when no HTTP client can be built here (no TLS backend).
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(ProducerClient {
             url: format!("{}/messages", base.trim_end_matches('/')),
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .pool_max_idle_per_host(256)
-                .build()
-                .unwrap_or_default(),
-        }
+                .build()?,
+        })
     }
 
     pub fn url(&self) -> &str {

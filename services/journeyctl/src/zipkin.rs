@@ -142,15 +142,15 @@ pub struct ZipkinClient {
 }
 
 impl ZipkinClient {
-    pub fn new(base: impl Into<String>) -> Self {
+    /// Fails only when no HTTP client can be built here (no TLS backend).
+    pub fn new(base: impl Into<String>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        ZipkinClient {
+            .build()?;
+        Ok(ZipkinClient {
             base: base.into().trim_end_matches('/').to_string(),
             http,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {

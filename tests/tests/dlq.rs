@@ -11,6 +11,8 @@ use journey_tests::services::{
 };
 use journey_tests::{say, tests};
 use rdkafka::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 use serde_json::json;
 
 const MAX_RETRIES: &str = "2";
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
         tests![
             a_poison_message_ends_in_the_dlq_with_its_headers_and_an_error_in_its_trace,
             the_next_good_message_still_flows_after_a_poison_message,
+            a_record_too_large_to_forward_is_dead_lettered_without_its_value_and_the_relay_goes_on,
         ],
     )
 }
@@ -178,6 +181,79 @@ fn the_next_good_message_still_flows_after_a_poison_message(j: &Journey) -> Resu
             "the good message has no error: {}",
             render_tree(&spans)
         );
+        Ok(())
+    })
+}
+
+fn a_record_too_large_to_forward_is_dead_lettered_without_its_value_and_the_relay_goes_on(
+    j: &Journey,
+) -> Result<()> {
+    // The broker takes records up to ~1 MiB; the relay's client may send at most 1,000,000
+    // bytes (librdkafka's message.max.bytes). Such a record can neither be forwarded nor
+    // dead-lettered whole.
+    let bootstrap = j.bootstrap().to_string();
+    let before = end_offsets(&bootstrap, "messages.dlq")?;
+    let key = format!("large-{}", rand::random::<u32>());
+    let value = vec![b'x'; 1_010_000];
+    block_on(async {
+        let writer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("message.max.bytes", "2000000")
+            .create()?;
+        writer
+            .send(
+                FutureRecord::to("messages").key(&key).payload(&value),
+                Timeout::After(Duration::from_secs(10)),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("the broker must take a 1,010,000-byte record")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let records = read_from(&bootstrap, "messages.dlq", &before, Duration::from_secs(5))?;
+        if let Some(r) = records
+            .into_iter()
+            .find(|r| r.key() == Some(key.as_bytes()))
+        {
+            break r;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no DLQ record of the too-large record after 30s"
+        );
+    };
+    let h = |k: &str| header(&record, k).unwrap_or_default();
+    ensure!(
+        h("journey.error.type") == "MessageSizeTooLarge",
+        "error type {:?}",
+        h("journey.error.type")
+    );
+    ensure!(
+        h("journey.payload.omitted").contains("1010000 bytes"),
+        "why the value is missing: {:?}",
+        h("journey.payload.omitted")
+    );
+    ensure!(
+        h("journey.original.topic") == "messages" && !h("journey.original.offset").is_empty(),
+        "where the value stays"
+    );
+    ensure!(
+        record.payload().unwrap_or_default().is_empty(),
+        "the DLQ record has no value"
+    );
+    // The relay did not stop at that record: a message after it makes its whole journey.
+    block_on(async {
+        let good = post_json(
+            &j.producer,
+            &json!({"key": key, "payload": {"after": "large"}}),
+        )
+        .await?;
+        let trace_id = good.trace_id()?;
+        j.zipkin()
+            .wait_for_trace(&trace_id, TRACE_TIMEOUT, |s| has_spans(s, &JOURNEY_SPANS))
+            .await?;
         Ok(())
     })
 }

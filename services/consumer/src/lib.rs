@@ -235,6 +235,9 @@ pub fn backoff(base: Duration, retry: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// The DLQ header saying why a dead-lettered record carries no value (too large to send).
+pub const PAYLOAD_OMITTED: &str = "journey.payload.omitted";
+
 /// The DLQ record's headers: the original ones (trace headers are replaced at send time)
 /// followed by the error headers.
 pub fn dead_letter_headers<M: rdkafka::Message>(
@@ -388,22 +391,56 @@ impl Processor {
         Ok(())
     }
 
+    /// One DLQ send: `payload`, the original and error headers, and `omitted` (why there is
+    /// no value) when set.
+    async fn send_dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        failure: &Failure,
+        retries: u32,
+        payload: &[u8],
+        omitted: Option<&str>,
+    ) -> Result<journey_messaging::Sent, journey_messaging::SendError> {
+        let mut out = Outgoing::new(&self.config.dlq_topic, msg.key(), payload);
+        let mut headers = dead_letter_headers(msg, failure, retries);
+        if let Some(why) = omitted {
+            headers = headers.insert(Header {
+                key: PAYLOAD_OMITTED,
+                value: Some(why),
+            });
+        }
+        out.headers = Some(headers);
+        out.error = Some((failure.error_type.clone(), failure.message.clone()));
+        journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT).await
+    }
+
     async fn dead_letter(
         &self,
         msg: &OwnedMessage,
         failure: &Failure,
         retries: u32,
     ) -> Result<(), Error> {
-        let mut out = Outgoing::new(
-            &self.config.dlq_topic,
-            msg.key(),
-            msg.payload().unwrap_or_default(),
-        );
-        out.headers = Some(dead_letter_headers(msg, failure, retries));
-        out.error = Some((failure.error_type.clone(), failure.message.clone()));
-        match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT)
-            .await
+        let payload = msg.payload().unwrap_or_default();
+        let mut sent = self
+            .send_dead_letter(msg, failure, retries, payload, None)
+            .await;
+        if sent
+            .as_ref()
+            .is_err_and(journey_messaging::SendError::too_large)
         {
+            // A record the broker took but this client may not send (its message.max.bytes is
+            // lower): dead-letter it without its value, which stays in the source topic at the
+            // original partition and offset. Failing here would stop the consumer at this record
+            // for good, at every restart.
+            let why = format!(
+                "the value ({} bytes) is larger than this client may send; it stays at the original topic, partition and offset",
+                payload.len()
+            );
+            sent = self
+                .send_dead_letter(msg, failure, retries, &[], Some(&why))
+                .await;
+        }
+        match sent {
             Ok(sent) => {
                 self.metrics
                     .dead_lettered

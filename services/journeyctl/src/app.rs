@@ -14,7 +14,7 @@ use crate::journey::Journey;
 use crate::load::{LoadOptions, run as run_load};
 use crate::producer::ProducerClient;
 use crate::verify::{Verdict, check};
-use crate::wait::{WaitError, wait};
+use crate::wait::wait;
 use crate::zipkin::ZipkinClient;
 
 /// Runs the parsed command inside a `journeyctl <command>` span.
@@ -84,11 +84,7 @@ async fn wait_phase(t: &WaitTargets, kafka: Option<&journey_messaging::KafkaArgs
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("journeyctl: wait failed: {e}");
-            match e {
-                WaitError::Timeout { .. } | WaitError::Forbidden(_) | WaitError::Kube(_) => {
-                    e.exit_code()
-                }
-            }
+            e.exit_code()
         }
     }
 }

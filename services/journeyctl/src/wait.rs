@@ -166,8 +166,14 @@ pub enum WaitError {
         "the Kubernetes API refused access: {0} (does the service account's Role allow get/list/watch on pods, deployments and statefulsets?)"
     )]
     Forbidden(String),
-    #[error("no Kubernetes client: {0}")]
-    Kube(String),
+    #[error(
+        "workloads to wait for, but no Kubernetes client (is journeyctl running in a pod with a service account, or is a kubeconfig set?)"
+    )]
+    NoKubeClient,
+    #[error("every Kubernetes watch ended before the workloads were ready")]
+    WatchesEnded,
+    #[error("cannot build the HTTP client for the Collector and Zipkin checks: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 impl WaitError {
@@ -176,7 +182,9 @@ impl WaitError {
         match self {
             WaitError::Timeout { .. } => crate::exit::TIMEOUT,
             WaitError::Forbidden(_) => crate::exit::FORBIDDEN,
-            WaitError::Kube(_) => crate::exit::UNAVAILABLE,
+            WaitError::NoKubeClient | WaitError::WatchesEnded | WaitError::HttpClient(_) => {
+                crate::exit::UNAVAILABLE
+            }
         }
     }
 }
@@ -545,7 +553,7 @@ pub async fn wait_workloads(
             continue;
         };
         let Some((source, result)) = next else {
-            return Err(WaitError::Kube("every watch ended".into()));
+            return Err(WaitError::WatchesEnded);
         };
         // Errors are cleared only by real data (a restarted watch first says `Init`).
         match (source, result) {
@@ -653,9 +661,7 @@ pub async fn wait(
         other => other,
     };
     if !plan.targets.is_empty() {
-        let client = client.ok_or_else(|| {
-            WaitError::Kube("workloads to wait for, but no Kubernetes client".into())
-        })?;
+        let client = client.ok_or(WaitError::NoKubeClient)?;
         wait_workloads(client, &plan.namespace, &plan.targets, deadline, progress)
             .await
             .map_err(with_after)?;
@@ -677,7 +683,7 @@ pub async fn wait(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
-        .map_err(|e| WaitError::Kube(e.to_string()))?;
+        .map_err(WaitError::HttpClient)?;
     if let Some(url) = &plan.collector_health_url {
         retry_until(&format!("collector {url}"), deadline, progress, || async {
             let r = http
@@ -737,6 +743,25 @@ mod tests {
         ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[tokio::test]
+    async fn workloads_without_a_kubernetes_client_fail_at_once_with_exit_5_saying_so() {
+        let plan = WaitPlan {
+            namespace: "journey".into(),
+            targets: vec!["deployment/journey-producer".parse().unwrap()],
+            kafka: None,
+            expected_brokers: 1,
+            collector_health_url: None,
+            zipkin_url: None,
+            timeout: Duration::from_secs(60),
+        };
+        let started = Instant::now();
+        let e = wait(None, &plan, &mut |_| {}).await.unwrap_err();
+        assert!(matches!(e, WaitError::NoKubeClient), "{e:?}");
+        assert_eq!(e.exit_code(), crate::exit::UNAVAILABLE);
+        assert!(e.to_string().contains("no Kubernetes client"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn targets_parse_names_and_selectors_with_commas() {

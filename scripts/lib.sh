@@ -75,6 +75,27 @@ apt_install() {
 installed() { [ -f "$1/.installed" ]; }
 mark_installed() { date -u +%FT%TZ >"$1/.installed"; }
 
+# inputs_hash <text...>: a hash of what a build is made from (pins, build functions, sources).
+inputs_hash() { printf '%s\n' "$@" | sha256sum | cut -d' ' -f1; }
+
+# build_once <dir> <fingerprint> <build function> <what>: build <dir> unless it holds a finished
+# build of the same fingerprint (its `.fingerprint`); a different one rebuilds it in place. The
+# build function gets <dir> (emptied) and fills it. <what> names it in the log ("node: coredns").
+build_once() {
+  local dir=$1 fp=$2 build=$3 what=$4
+  if installed "$dir" && [ "$(cat "$dir/.fingerprint" 2>/dev/null)" = "$fp" ]; then
+    log "${what} already installed"
+    return 0
+  fi
+  installed "$dir" && log "${what}: pins or build inputs changed, rebuilding"
+  rm -rf "$dir"; mkdir -p "$dir"
+  local start=$SECONDS
+  "$build" "$dir"
+  echo "$fp" >"$dir/.fingerprint"
+  mark_installed "$dir"
+  log "${what} built in $((SECONDS - start))s"
+}
+
 # write_env <component> KEY=VALUE...: record where a tool lives for the harness and the Makefile.
 write_env() {
   local name=$1; shift

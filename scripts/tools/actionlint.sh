@@ -11,7 +11,7 @@
 actionlint_fingerprint() {
   {
     echo "ACTIONLINT_VERSION=${ACTIONLINT_VERSION}"
-    declare -f install_actionlint actionlint_build actionlint_check_shellcheck
+    declare -f actionlint_build actionlint_check_shellcheck
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -24,6 +24,7 @@ actionlint_build() {
   local out
   out=$("$dir/bin/actionlint" --version)
   [ "${out%%$'\n'*}" = "$v" ] || die "actionlint: \`actionlint --version\` does not start with ${v}: ${out}"
+  actionlint_check_shellcheck "$dir/bin/actionlint"
 }
 
 # actionlint_check_shellcheck <actionlint>: actionlint must run shellcheck on a `run:` script.
@@ -45,18 +46,7 @@ install_actionlint() {
   [ -x /usr/bin/shellcheck ] || die "actionlint: /usr/bin/shellcheck missing after installing shellcheck"
   local fp
   fp=$(actionlint_fingerprint)
-  if ! installed "$dir" || [ "$(cat "$dir/.fingerprint" 2>/dev/null)" != "$fp" ]; then
-    installed "$dir" && log "actionlint: pins or build inputs changed, rebuilding"
-    rm -rf "$dir"; mkdir -p "$dir"
-    local start=$SECONDS
-    actionlint_build "$dir"
-    actionlint_check_shellcheck "$dir/bin/actionlint"
-    echo "$fp" >"$dir/.fingerprint"
-    mark_installed "$dir"
-    log "actionlint: ${ACTIONLINT_VERSION} built in $((SECONDS - start))s"
-  else
-    log "actionlint: ${ACTIONLINT_VERSION} already installed"
-  fi
+  build_once "$dir" "$fp" actionlint_build "actionlint: ${ACTIONLINT_VERSION}"
   log "actionlint: shellcheck $(/usr/bin/shellcheck --version | sed -n 's/^version: //p') (Debian)"
   write_env actionlint "ACTIONLINT=$dir/bin/actionlint" "SHELLCHECK=/usr/bin/shellcheck" \
     "ACTIONLINT_VERSION=${ACTIONLINT_VERSION}"

@@ -18,7 +18,7 @@ controlplane_fingerprint() {
     echo "K8S_VERSION=${K8S_VERSION} ETCD_VERSION=${ETCD_VERSION} KWOK_VERSION=${KWOK_VERSION}"
     cat "$src/go.mod" "$src/go.sum"
     find "$src/cmd" -type f -name '*.go' | LC_ALL=C sort | xargs cat
-    declare -f install_controlplane controlplane_build
+    declare -f controlplane_build
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -84,14 +84,8 @@ install_controlplane() {
   local dir="${JOURNEY_CACHE}/k8s-${K8S_VERSION}"
   local fp
   fp=$(controlplane_fingerprint)
-  if ! installed "$dir" || [ "$(cat "$dir/.fingerprint" 2>/dev/null)" != "$fp" ]; then
-    rm -rf "$dir"; mkdir -p "$dir"
-    controlplane_build "$dir"
-    echo "$fp" >"$dir/.fingerprint"
-    mark_installed "$dir"
-  else
-    log "controlplane: kubernetes ${K8S_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} already installed"
-  fi
+  build_once "$dir" "$fp" controlplane_build \
+    "controlplane: kubernetes ${K8S_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION}"
   local bin="$dir/bin"
   write_env controlplane "ETCD=$bin/etcd" "KUBE_APISERVER=$bin/kube-apiserver" \
     "KUBE_CONTROLLER_MANAGER=$bin/kube-controller-manager" "KUBE_SCHEDULER=$bin/kube-scheduler" \

@@ -12,29 +12,6 @@
 # module's files): when it differs the part is rebuilt in place.
 # shellcheck shell=bash
 
-# node_part <dir> <fingerprint> <build function> <what>: build <dir> unless it holds a finished
-# build of the same fingerprint. The build function gets <dir> (emptied) and fills it.
-node_part() {
-  local dir=$1 fp=$2 build=$3 what=$4
-  if installed "$dir" && [ "$(cat "$dir/.fingerprint" 2>/dev/null)" = "$fp" ]; then
-    log "node: ${what} already installed"
-    return 0
-  fi
-  need_go 1.26.8
-  installed "$dir" && log "node: ${what}: pins or build inputs changed, rebuilding"
-  rm -rf "$dir"; mkdir -p "$dir"
-  local start=$SECONDS
-  "$build" "$dir"
-  echo "$fp" >"$dir/.fingerprint"
-  mark_installed "$dir"
-  log "node: ${what} built in $((SECONDS - start))s"
-}
-
-# node_fingerprint <text...>: a hash of what a part is built from.
-node_fingerprint() {
-  printf '%s\n' "$@" | sha256sum | cut -d' ' -f1
-}
-
 # containerd as upstream's Makefile builds it, minus cgo: CGO_ENABLED=0 already leaves out btrfs
 # (its snapshotter needs cgo), the tags drop the devmapper and zfs snapshotters and the urfave/cli
 # doc generator; CRI stays in. Without the -X flag the version would read "2.4.2+unknown".
@@ -154,19 +131,19 @@ install_node() {
 
   node_host_packages
 
-  fp=$(node_fingerprint "CONTAINERD_VERSION=${CONTAINERD_VERSION}" "$(declare -f node_build_containerd)")
-  node_part "$c" "$fp" node_build_containerd "containerd ${CONTAINERD_VERSION}"
+  fp=$(inputs_hash "CONTAINERD_VERSION=${CONTAINERD_VERSION}" "$(declare -f node_build_containerd)")
+  build_once "$c" "$fp" node_build_containerd "node: containerd ${CONTAINERD_VERSION}"
 
-  fp=$(node_fingerprint "CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION}" "$(declare -f node_build_cni)")
-  node_part "$n" "$fp" node_build_cni "CNI plugins ${CNI_PLUGINS_VERSION}"
+  fp=$(inputs_hash "CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION}" "$(declare -f node_build_cni)")
+  build_once "$n" "$fp" node_build_cni "node: CNI plugins ${CNI_PLUGINS_VERSION}"
 
-  fp=$(node_fingerprint "K8S_VERSION=${K8S_VERSION}" "$(declare -f node_build_k8s)" \
+  fp=$(inputs_hash "K8S_VERSION=${K8S_VERSION}" "$(declare -f node_build_k8s)" \
     "$(cat "${JOURNEY_ROOT}/tools/k8s/go.mod" "${JOURNEY_ROOT}/tools/k8s/go.sum")")
-  node_part "$k" "$fp" node_build_k8s "kubelet, kube-proxy ${K8S_VERSION}"
+  build_once "$k" "$fp" node_build_k8s "node: kubelet, kube-proxy ${K8S_VERSION}"
 
-  fp=$(node_fingerprint "COREDNS_VERSION=${COREDNS_VERSION}" "$(declare -f node_build_coredns)" \
+  fp=$(inputs_hash "COREDNS_VERSION=${COREDNS_VERSION}" "$(declare -f node_build_coredns)" \
     "$(cd "${JOURNEY_ROOT}/tools/coredns" && cat go.mod go.sum ./*.go)")
-  node_part "$d" "$fp" node_build_coredns "coredns ${COREDNS_VERSION}"
+  build_once "$d" "$fp" node_build_coredns "node: coredns ${COREDNS_VERSION}"
 
   write_env node "CONTAINERD=$c/bin/containerd" "CONTAINERD_SHIM=$c/bin/containerd-shim-runc-v2" \
     "CTR=$c/bin/ctr" "CNI_BIN_DIR=$n/cni-bin" "KUBELET=$k/bin/kubelet" "KUBE_PROXY=$k/bin/kube-proxy" \

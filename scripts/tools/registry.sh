@@ -8,14 +8,6 @@
 # tags) with its version ldflags (version.revision, unset here, is printed nowhere).
 # shellcheck shell=bash
 
-# registry_fingerprint: what the install was built from; a change rebuilds it.
-registry_fingerprint() {
-  {
-    echo "REGISTRY_VERSION=${REGISTRY_VERSION}"
-    declare -f install_registry registry_build
-  } | sha256sum | cut -d' ' -f1
-}
-
 # registry_build <dir>: go install the registry into <dir>/bin.
 registry_build() {
   local dir=$1 mod=github.com/distribution/distribution/v3 v="v${REGISTRY_VERSION}"
@@ -33,18 +25,7 @@ registry_build() {
 
 install_registry() {
   local dir="${JOURNEY_CACHE}/registry-${REGISTRY_VERSION}"
-  local fp
-  fp=$(registry_fingerprint)
-  if ! installed "$dir" || [ "$(cat "$dir/.fingerprint" 2>/dev/null)" != "$fp" ]; then
-    installed "$dir" && log "registry: pins or build inputs changed, rebuilding"
-    rm -rf "$dir"; mkdir -p "$dir"
-    local start=$SECONDS
-    registry_build "$dir"
-    echo "$fp" >"$dir/.fingerprint"
-    mark_installed "$dir"
-    log "registry: ${REGISTRY_VERSION} built in $((SECONDS - start))s"
-  else
-    log "registry: ${REGISTRY_VERSION} already installed"
-  fi
+  build_once "$dir" "$(inputs_hash "REGISTRY_VERSION=${REGISTRY_VERSION}" "$(declare -f registry_build)")" \
+    registry_build "registry: ${REGISTRY_VERSION}"
   write_env registry "REGISTRY=$dir/bin/registry" "REGISTRY_VERSION=${REGISTRY_VERSION}"
 }

@@ -27,7 +27,7 @@ skaffold_fingerprint() {
   {
     echo "SKAFFOLD_VERSION=${SKAFFOLD_VERSION} SKAFFOLD_SCHEMA_VERSION=${SKAFFOLD_SCHEMA_VERSION}"
     cat "$src/go.mod" "$src/go.sum"
-    declare -f install_skaffold skaffold_build skaffold_directives
+    declare -f skaffold_build skaffold_directives
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -107,17 +107,7 @@ install_skaffold() {
   local dir="${JOURNEY_CACHE}/skaffold-${SKAFFOLD_VERSION}"
   local fp
   fp=$(skaffold_fingerprint)
-  if ! installed "$dir" || [ "$(cat "$dir/.fingerprint" 2>/dev/null)" != "$fp" ]; then
-    installed "$dir" && log "skaffold: pins or build inputs changed, rebuilding"
-    rm -rf "$dir"; mkdir -p "$dir"
-    local start=$SECONDS
-    skaffold_build "$dir"
-    echo "$fp" >"$dir/.fingerprint"
-    mark_installed "$dir"
-    log "skaffold: ${SKAFFOLD_VERSION} built in $((SECONDS - start))s"
-  else
-    log "skaffold: ${SKAFFOLD_VERSION} and schema ${SKAFFOLD_SCHEMA_VERSION} already installed"
-  fi
+  build_once "$dir" "$fp" skaffold_build "skaffold: ${SKAFFOLD_VERSION} and schema ${SKAFFOLD_SCHEMA_VERSION}"
   write_env skaffold "SKAFFOLD=$dir/bin/skaffold" "SKAFFOLD_SCHEMA=$dir/${SKAFFOLD_SCHEMA_VERSION}.json" \
     "SKAFFOLD_SCHEMA_VERSION=${SKAFFOLD_SCHEMA_VERSION}" "SKAFFOLD_VERSION=${SKAFFOLD_VERSION}"
 }

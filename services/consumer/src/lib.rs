@@ -374,7 +374,7 @@ impl Processor {
                 Err(e) => {
                     self.metrics.failed.add(1, &attrs);
                     return Err(Failure {
-                        error_type: e.error_type().to_string(),
+                        error_type: e.error_type(),
                         message: e.to_string(),
                     });
                 }

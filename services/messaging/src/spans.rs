@@ -25,6 +25,7 @@ use opentelemetry_semantic_conventions::attribute::{
     MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
 use rdkafka::Message;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -229,34 +230,45 @@ pub struct Sent {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
     /// librdkafka reported a failure (e.g. `MessageTimedOut` when no broker acked in time).
-    #[error("Kafka did not acknowledge the message ({error_type}): {message}")]
-    Kafka { error_type: String, message: String },
+    #[error("Kafka did not acknowledge the message ({code}): {0}", code = kafka_error_type(.0))]
+    Kafka(#[source] KafkaError),
     /// No answer within the bound (a safety net beyond librdkafka's own timeout).
     #[error("Kafka did not acknowledge the message within {0:?}")]
     Timeout(Duration),
 }
 
+/// librdkafka's error code name (`MessageTimedOut`), or `KafkaError` when there is none.
+fn kafka_error_type(e: &KafkaError) -> String {
+    e.rdkafka_error_code()
+        .map_or_else(|| "KafkaError".to_string(), |c| format!("{c:?}"))
+}
+
 impl SendError {
     /// The `error.type` value for this failure.
-    pub fn error_type(&self) -> &str {
+    pub fn error_type(&self) -> String {
         match self {
-            SendError::Kafka { error_type, .. } => error_type,
-            SendError::Timeout(_) => "timeout",
+            SendError::Kafka(e) => kafka_error_type(e),
+            SendError::Timeout(_) => "timeout".to_string(),
+        }
+    }
+
+    fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            SendError::Kafka(e) => e.rdkafka_error_code(),
+            SendError::Timeout(_) => None,
         }
     }
 
     /// The message is larger than the client or the broker accepts (`message.max.bytes`): no
     /// retry can help.
     pub fn too_large(&self) -> bool {
-        matches!(self, SendError::Kafka { error_type, .. } if error_type == "MessageSizeTooLarge")
+        self.code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
     }
 
     /// No broker acked the message in time (as opposed to an error about the message itself).
     pub fn timed_out(&self) -> bool {
-        match self {
-            SendError::Kafka { error_type, .. } => error_type == "MessageTimedOut",
-            SendError::Timeout(_) => true,
-        }
+        matches!(self, SendError::Timeout(_))
+            || self.code() == Some(RDKafkaErrorCode::MessageTimedOut)
     }
 }
 
@@ -285,13 +297,7 @@ pub async fn send_traced(
         .await;
     let outcome = match result {
         Err(_) => Err(SendError::Timeout(bound)),
-        Ok(Err((e, _msg))) => Err(SendError::Kafka {
-            error_type: e
-                .rdkafka_error_code()
-                .map(|c| format!("{c:?}"))
-                .unwrap_or_else(|| "KafkaError".to_string()),
-            message: e.to_string(),
-        }),
+        Ok(Err((e, _msg))) => Err(SendError::Kafka(e)),
         Ok(Ok(delivery)) => Ok(Sent {
             topic: out.topic.to_string(),
             partition: delivery.partition,
@@ -301,7 +307,7 @@ pub async fn send_traced(
     };
     match &outcome {
         Ok(sent) => record_delivery(&span, sent.partition, sent.offset),
-        Err(e) => record_error(&span, e.error_type(), &e.to_string()),
+        Err(e) => record_error(&span, &e.error_type(), &e.to_string()),
     }
     outcome
 }

@@ -80,6 +80,25 @@ pub fn copy_worktree(to: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The change a developer makes in the tree at `tree` (a copy of the worktree): the producer's
+/// start-up log line becomes `producer listening <suffix>`.
+pub fn change_producer_start_line(tree: &std::path::Path, suffix: &str) -> anyhow::Result<()> {
+    let lib = tree.join("services/producer/src/lib.rs");
+    let text = std::fs::read_to_string(&lib)?;
+    anyhow::ensure!(
+        text.contains("\"producer listening\""),
+        "the producer's start-up log line moved"
+    );
+    std::fs::write(
+        &lib,
+        text.replace(
+            "\"producer listening\"",
+            &format!("\"producer listening {suffix}\""),
+        ),
+    )?;
+    Ok(())
+}
+
 /// Prints a harness line to stderr (so it shows with `--nocapture` and in CI logs).
 #[macro_export]
 macro_rules! say {

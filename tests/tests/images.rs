@@ -740,16 +740,7 @@ fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
         .collect::<Result<_>>()?;
     let tree = tempfile::Builder::new().prefix("journey-tree-").tempdir()?;
     journey_tests::copy_worktree(tree.path())?;
-    let lib = tree.path().join("services/producer/src/lib.rs");
-    let text = std::fs::read_to_string(&lib)?;
-    ensure!(
-        text.contains("\"producer listening\""),
-        "producer's start-up log line moved"
-    );
-    std::fs::write(
-        &lib,
-        text.replace("\"producer listening\"", "\"producer listening (rebuilt)\""),
-    )?;
+    journey_tests::change_producer_start_line(tree.path(), "(rebuilt)")?;
     let tag = "rebuild-test";
     let started = Instant::now();
     let status = std::process::Command::new(tree.path().join("scripts/images.sh"))

@@ -427,19 +427,7 @@ fn skaffold_dev_serves_a_changed_service_and_ctrl_c_removes_what_it_deployed(
     let before = (deployed_image(f, "producer")?, deployed_image(f, "relay")?);
 
     // The change a developer makes: a new log line at the producer's start.
-    let lib = tree.path().join("services/producer/src/lib.rs");
-    let text = std::fs::read_to_string(&lib)?;
-    ensure!(
-        text.contains("\"producer listening\""),
-        "the producer's start-up line moved"
-    );
-    std::fs::write(
-        &lib,
-        text.replace(
-            "\"producer listening\"",
-            "\"producer listening (changed in skaffold dev)\"",
-        ),
-    )?;
+    journey_tests::change_producer_start_line(tree.path(), "(changed in skaffold dev)")?;
     let edited = Instant::now();
 
     // Serving: a producer pod of the new image is Ready and logged the new line.

@@ -522,6 +522,21 @@ impl ControlPlane {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The objects of `kinds` (kubectl's comma list) that belong to Helm release `release` in
+    /// `namespace`, one `kind/name` per line.
+    pub fn release_objects(&self, kinds: &str, namespace: &str, release: &str) -> Result<String> {
+        self.kubectl_ok([
+            "get",
+            kinds,
+            "-n",
+            namespace,
+            "-l",
+            &format!("app.kubernetes.io/instance={release}"),
+            "-o",
+            "name",
+        ])
+    }
+
     /// Runs kubectl with `args` and `input` on its stdin; the [`Output`] whatever its status.
     pub fn kubectl_stdin<I, S>(&self, args: I, input: &str) -> Result<Output>
     where

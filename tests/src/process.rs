@@ -284,6 +284,21 @@ pub fn try_lock(fd: std::os::fd::RawFd) -> bool {
 }
 
 /// Environment of KEY=VALUE pairs for a child, from a map.
+/// Runs `cmd` to the end: its stdout and stderr together, or an error naming `what` with both
+/// when it failed.
+pub fn run_ok(what: &str, cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{text}", out.status);
+    }
+    Ok(text)
+}
+
 pub fn envs(pairs: &BTreeMap<String, String>, cmd: &mut Command) {
     for (k, v) in pairs {
         cmd.env(k, v);

@@ -19,7 +19,7 @@ use journey_tests::chart::ci_values;
 use journey_tests::controlplane::{ControlPlane, PortForward};
 use journey_tests::docker::Docker;
 use journey_tests::node::Cluster;
-use journey_tests::process::{run_to_end, wait_until};
+use journey_tests::process::{run_ok, run_to_end, wait_until};
 use journey_tests::runner::{self, Fixture, block_on};
 use journey_tests::services::{Answer, JOURNEY_SPANS, bin, has_spans, post, post_within};
 use journey_tests::zipkin::ZipkinApi;
@@ -336,10 +336,9 @@ fn kafka_reports_its_kraft_quorum(f: &RealNode) -> Result<()> {
 }
 
 fn helm_test_passes_journeyctl_verify_through_cluster_dns(f: &RealNode) -> Result<()> {
-    let out = f
-        .cp()
-        .helm_command()?
-        .args([
+    let text = run_ok(
+        "helm test",
+        f.cp().helm_command()?.args([
             "test",
             RELEASE,
             "-n",
@@ -347,14 +346,8 @@ fn helm_test_passes_journeyctl_verify_through_cluster_dns(f: &RealNode) -> Resul
             "--logs",
             "--timeout",
             "5m",
-        ])
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(out.status.success(), "helm test failed:\n{text}");
+        ]),
+    )?;
     ensure!(text.contains("PASS"), "helm test printed no PASS:\n{text}");
     for svc in ["producer", "relay", "sink"] {
         ensure!(
@@ -687,16 +680,11 @@ fn helm_uninstall_leaves_no_object_and_no_container_of_the_release(f: &RealNode)
         "real node: no object of the release left",
         Duration::from_secs(150),
         || {
-            let out = f.cp().kubectl_ok([
-                "get",
+            let out = f.cp().release_objects(
                 "all,configmaps,secrets,serviceaccounts,roles,rolebindings,pvc,pdb,networkpolicies",
-                "-n",
                 NAMESPACE,
-                "-l",
-                &format!("app.kubernetes.io/instance={RELEASE}"),
-                "-o",
-                "name",
-            ]);
+                RELEASE,
+            );
             if let Ok(text) = &out {
                 left = text.clone();
             }
@@ -770,26 +758,17 @@ fn the_three_broker_values_form_a_three_voter_quorum_that_passes_helm_test(
         ids == [0, 1, 2],
         "the quorum's voters are {voters}:\n{status}"
     );
-    let out = f
-        .cp()
-        .helm_command()?
-        .args(["test", RELEASE, "-n", NS, "--logs", "--timeout", "5m"])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "helm test with three brokers failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = f
-        .cp()
-        .helm_command()?
-        .args(["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "3m"])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "helm uninstall failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        "helm test with three brokers",
+        f.cp()
+            .helm_command()?
+            .args(["test", RELEASE, "-n", NS, "--logs", "--timeout", "5m"]),
+    )?;
+    run_ok(
+        "helm uninstall",
+        f.cp()
+            .helm_command()?
+            .args(["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "3m"]),
+    )?;
     Ok(())
 }

@@ -269,16 +269,11 @@ fn deployed_image(f: &Skaffold, component: &str) -> Result<String> {
 }
 
 fn release_is_gone(f: &Skaffold) -> Result<bool> {
-    let out = f.cluster.cp.kubectl_ok([
-        "get",
+    let out = f.cluster.cp.release_objects(
         "deployments,statefulsets,services,configmaps",
-        "-n",
         NAMESPACE,
-        "-l",
-        &format!("app.kubernetes.io/instance={RELEASE}"),
-        "-o",
-        "name",
-    ]);
+        RELEASE,
+    );
     Ok(out.map(|o| o.trim().is_empty()).unwrap_or(true))
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use journey_tests::process::run_ok;
 use journey_tests::runner;
 use journey_tests::tools::Tools;
 use journey_tests::{repo_root, tests};
@@ -39,20 +40,15 @@ fn the_workflows_pass_actionlint_with_shellcheck(_: &()) -> Result<()> {
     let tools = Tools::load()?;
     let actionlint = tools.path("ACTIONLINT", "actionlint")?;
     let shellcheck = tools.path("SHELLCHECK", "actionlint")?;
-    let out = Command::new(actionlint)
-        .arg("-shellcheck")
-        .arg(shellcheck)
-        .arg("-no-color")
-        .args(workflows()?)
-        .current_dir(repo_root())
-        .output()
-        .context("running actionlint")?;
-    ensure!(
-        out.status.success(),
-        "actionlint:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        "actionlint",
+        Command::new(actionlint)
+            .arg("-shellcheck")
+            .arg(shellcheck)
+            .arg("-no-color")
+            .args(workflows()?)
+            .current_dir(repo_root()),
+    )?;
     Ok(())
 }
 
@@ -78,18 +74,13 @@ fn every_script_the_workflow_and_the_tests_run_passes_shellcheck(_: &()) -> Resu
     let shellcheck = Tools::load()?.path("SHELLCHECK", "actionlint")?;
     let scripts = scripts()?;
     ensure!(scripts.len() > 5, "found only {scripts:?}");
-    let out = Command::new(shellcheck)
-        .args(["--external-sources", "--severity=warning", "--format=gcc"])
-        .args(&scripts)
-        .current_dir(repo_root())
-        .output()
-        .context("running shellcheck")?;
-    ensure!(
-        out.status.success(),
-        "shellcheck:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        "shellcheck",
+        Command::new(shellcheck)
+            .args(["--external-sources", "--severity=warning", "--format=gcc"])
+            .args(&scripts)
+            .current_dir(repo_root()),
+    )?;
     Ok(())
 }
 

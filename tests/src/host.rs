@@ -101,8 +101,26 @@ pub fn kill_processes_naming(needle: &Path) -> usize {
     found.len()
 }
 
+/// Runs `ip` (iproute2) with `args`; an error with its output if it failed.
+pub fn ip(args: &[&str]) -> Result<()> {
+    crate::process::run_ok(
+        &format!("ip {}", args.join(" ")),
+        Command::new("ip").args(args),
+    )
+    .map(drop)
+}
+
 /// SIGKILLs every process in a cgroup tree; returns how many.
 pub fn kill_cgroup_tree(dir: &Path) -> usize {
+    let n = signal_cgroup_tree(dir);
+    // Give the kernel a moment to reap them before the cgroups are removed.
+    if n > 0 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    n
+}
+
+fn signal_cgroup_tree(dir: &Path) -> usize {
     let mut n = 0;
     if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
@@ -114,13 +132,9 @@ pub fn kill_cgroup_tree(dir: &Path) -> usize {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                n += kill_cgroup_tree(&e.path());
+                n += signal_cgroup_tree(&e.path());
             }
         }
-    }
-    // Give the kernel a moment to reap them before the cgroups are removed.
-    if n > 0 {
-        std::thread::sleep(Duration::from_millis(300));
     }
     n
 }

@@ -116,38 +116,21 @@ impl Resource {
             _ => Vec::new(),
         }
     }
-}
 
-impl Resource {
     /// Removes what is left of this resource (after a harness that was killed before its
     /// teardown): kills the processes naming a root and unmounts what is under it, deletes a
     /// network namespace or device, removes a cgroup, restores a kernel setting.
     pub fn clean(&self) -> Result<(), String> {
-        let run = |args: &[&str]| -> Result<(), String> {
-            let out = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
         match self {
             Resource::Root(root) => {
                 host::kill_processes_naming(root);
                 host::unmount_all_under(root).map_err(|e| format!("{e:#}"))
             }
             Resource::NetNs(n) if Path::new("/run/netns").join(n).exists() => {
-                run(&["ip", "netns", "delete", n])
+                host::ip(&["netns", "delete", n]).map_err(|e| format!("{e:#}"))
             }
             Resource::NetDev(n) if Path::new("/sys/class/net").join(n).exists() => {
-                run(&["ip", "link", "delete", n])
+                host::ip(&["link", "delete", n]).map_err(|e| format!("{e:#}"))
             }
             Resource::Cgroup(p) if p.exists() => {
                 host::kill_cgroup_tree(p);

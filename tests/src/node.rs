@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::controlplane::{ApiServerOptions, ControlPlane, TokenUser};
+use crate::host::ip;
 use crate::ledger::{self, Resource};
 use crate::process::{Managed, wait_until};
 use crate::say;
@@ -238,20 +239,6 @@ fn free_subnet() -> Result<u8> {
         }
     }
     bail!("no free 10.213.N.0/30 subnet for the node")
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    ensure!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 # Apache Kafka broker (KRaft) as jars from Maven Central, resolved by tools/kafka/pom.xml,
-# with a log4j2 binding and the committed log config.
+# with a log4j2 binding (the harness runs them with the committed tools/kafka/log4j2.yaml).
 # shellcheck shell=bash
 install_kafka() {
   local dir="${JOURNEY_CACHE}/kafka-${KAFKA_VERSION}"
@@ -14,5 +14,5 @@ install_kafka() {
   else
     log "kafka: ${KAFKA_VERSION} already installed"
   fi
-  write_env kafka "KAFKA_LIBS=$dir/libs" "KAFKA_LOG4J2=${JOURNEY_ROOT}/tools/kafka/log4j2.yaml" "KAFKA_VERSION=${KAFKA_VERSION}"
+  write_env kafka "KAFKA_LIBS=$dir/libs" "KAFKA_VERSION=${KAFKA_VERSION}"
 }

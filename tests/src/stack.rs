@@ -27,6 +27,12 @@ pub fn collector_config() -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 
+/// The committed log4j2 config every local broker runs with (from the tree, not the tool
+/// cache: clones sharing one cache each use their own).
+pub fn kafka_log4j2() -> PathBuf {
+    repo_root().join("tools/kafka/log4j2.yaml")
+}
+
 /// A single-node Kafka (broker + controller) on 127.0.0.1.
 #[derive(Debug)]
 pub struct Kafka {
@@ -117,7 +123,7 @@ impl Kafka {
 
     fn spawn(tools: &Tools, dir: &Path, props: &BTreeMap<String, String>) -> Result<Managed> {
         let libs = tools.path("KAFKA_LIBS", "kafka")?;
-        let log4j = tools.path("KAFKA_LOG4J2", "kafka")?;
+        let log4j = kafka_log4j2();
         std::fs::create_dir_all(dir)?;
         let file = dir.join("server.properties");
         let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();

@@ -1034,7 +1034,7 @@ impl KafkaCluster {
             std::fs::create_dir_all(d)?;
         }
         let libs = tools.path("KAFKA_LIBS", "kafka")?;
-        let log4j = tools.path("KAFKA_LOG4J2", "kafka")?;
+        let log4j = journey_tests::stack::kafka_log4j2();
         let mut cmd = Command::new("java");
         cmd.env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "JAVA_HOME"))
@@ -1150,7 +1150,7 @@ fn the_rendered_three_broker_settings_form_a_three_voter_quorum(_: &()) -> Resul
     let mut cluster = KafkaCluster::from(&docs, dir.path())?;
     ensure!(cluster.replicas == 3, "three-broker values: 3 nodes");
     let libs = tools.path("KAFKA_LIBS", "kafka")?;
-    let log4j = tools.path("KAFKA_LOG4J2", "kafka")?;
+    let log4j = journey_tests::stack::kafka_log4j2();
     let mut nodes: Vec<Managed> = Vec::new();
     let mut bootstrap = String::new();
     for i in 0..3 {

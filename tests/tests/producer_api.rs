@@ -55,6 +55,7 @@ fn main() -> std::process::ExitCode {
             a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
             unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
+            a_sink_whose_readiness_keeps_failing_past_the_stall_limit_fails_liveness,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
             spans_also_reach_zipkin_over_otlp_http_protobuf,
         ],
@@ -430,12 +431,6 @@ fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails
         env.insert("KAFKA_STALL_TIMEOUT".into(), "2s".into());
         let mut producer = Service::spawn(&api.stack, "producer-nokafka", "producer", env)?;
         producer.wait_for("/healthz").await?;
-        let ready = reqwest::get(format!("{}/readyz", producer.url())).await?;
-        ensure!(
-            ready.status() == 503,
-            "readyz without Kafka: {}",
-            ready.status()
-        );
         let started = Instant::now();
         let a = post(
             &format!("{}/messages", producer.url()),
@@ -463,6 +458,12 @@ fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails
             "healthz right after one timeout: {}",
             live.status()
         );
+        let ready = reqwest::get(format!("{}/readyz", producer.url())).await?;
+        ensure!(
+            ready.status() == 503,
+            "readyz without Kafka: {}",
+            ready.status()
+        );
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let live = reqwest::get(format!("{}/healthz", producer.url())).await?;
         let status = live.status();
@@ -476,6 +477,67 @@ fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails
                 .as_str()
                 .is_some_and(|r| r.contains("no message acked") && r.ends_with(", 1 timed out")),
             "{body}"
+        );
+        Ok(())
+    })
+}
+
+/// The wedge the real node showed: a sink with no assignment whose metadata requests kept
+/// failing long after Kafka was back. Nothing is assigned, so no partition stalls; readiness
+/// failing at every probe for longer than KAFKA_STALL_TIMEOUT is what fails liveness.
+fn a_sink_whose_readiness_keeps_failing_past_the_stall_limit_fails_liveness(
+    api: &Api,
+) -> Result<()> {
+    block_on(async {
+        let port = free_port();
+        let mut env = base_env(&api.stack, "sink-nokafka", port);
+        env.insert("ROLE".into(), "sink".into());
+        env.insert(
+            "KAFKA_BOOTSTRAP_SERVERS".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        env.insert("KAFKA_STALL_TIMEOUT".into(), "2s".into());
+        let mut sink = Service::spawn(&api.stack, "sink-nokafka", "consumer", env)?;
+        sink.wait_for("/healthz").await?;
+        let get = |path: &'static str| {
+            let url = format!("{}{path}", sink.url());
+            async move {
+                let res = reqwest::get(url).await?;
+                let status = res.status().as_u16();
+                Ok::<_, anyhow::Error>((status, res.json::<Value>().await?))
+            }
+        };
+        let started = Instant::now();
+        let (status, body) = get("/readyz").await?;
+        ensure!(
+            status == 503 && body["error"] == "not_ready",
+            "readyz without Kafka: {status} {body}"
+        );
+        let (status, body) = get("/healthz").await?;
+        ensure!(
+            status == 200 || started.elapsed() > Duration::from_secs(2),
+            "healthz within the stall limit: {status} {body}"
+        );
+        // The kubelet probes readiness every few seconds; so does this test, past the limit.
+        while started.elapsed() < Duration::from_millis(2500) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (status, body) = get("/readyz").await?;
+            ensure!(status == 503, "readyz without Kafka: {status} {body}");
+        }
+        let (status, body) = get("/healthz").await?;
+        say!(
+            "sink healthz after {:?}: {status} {body}",
+            started.elapsed()
+        );
+        ensure!(
+            status == 503 && body["error"] == "wedged",
+            "healthz after 2.5s of failed readiness (KAFKA_STALL_TIMEOUT=2s): {status} {body}"
+        );
+        ensure!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("not ready for ") && r.contains("Kafka metadata")),
+            "the reason says how long and why: {body}"
         );
         Ok(())
     })

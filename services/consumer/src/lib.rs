@@ -45,11 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode};
+use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode, health};
 use journey_telemetry::Metrics;
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
 use partitions::Partitions;
@@ -58,7 +54,6 @@ use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer as _};
 use serde::Serialize;
-use serde_json::json;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -137,8 +132,9 @@ pub struct Config {
     #[arg(long, env = "KAFKA_STATISTICS_INTERVAL_MS", default_value_t = 5000)]
     pub kafka_statistics_interval_ms: u64,
     /// How long an assigned partition may go without fetching (no leader, a stuck offset
-    /// query) before `/healthz` answers 503 and the container is restarted with a new Kafka
-    /// client (humantime: `60s`, `2m`). Needs statistics (KAFKA_STATISTICS_INTERVAL_MS > 0).
+    /// query; needs KAFKA_STATISTICS_INTERVAL_MS > 0), or `/readyz` keep failing, before
+    /// `/healthz` answers 503 and the container is restarted with a new Kafka client
+    /// (humantime: `60s`, `2m`).
     #[arg(long, env = "KAFKA_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub kafka_stall_timeout: Duration,
@@ -467,58 +463,26 @@ impl Processor {
 /// The consumer, with Journey's context (statistics, rebalances).
 type KafkaConsumer = StreamConsumer<context::Context>;
 
+/// The consumer's health: wedged when an assigned partition stopped fetching (see [`stall`]),
+/// ready while running and its input topic's metadata answers.
 #[derive(Clone)]
-struct Health {
+struct KafkaHealth {
     consumer: Arc<KafkaConsumer>,
     topic: String,
     running: Arc<AtomicBool>,
-    stall_timeout: Duration,
 }
 
-/// Live unless the Kafka client is wedged (see [`stall`]).
-async fn healthz(State(h): State<Health>) -> Response {
-    match h
-        .consumer
-        .context()
-        .stalls()
-        .wedged(h.stall_timeout, Instant::now())
-    {
-        None => axum::Json(json!({"status": "ok"})).into_response(),
-        Some(reason) => {
-            tracing::warn!(%reason, "unhealthy: a restart gets a new Kafka client");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "wedged", "reason": reason})),
-            )
-                .into_response()
+impl health::Checks for KafkaHealth {
+    fn wedged(&self, limit: Duration, now: Instant) -> Option<String> {
+        self.consumer.context().stalls().wedged(limit, now)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
         }
+        journey_messaging::readiness::check_topic(self.consumer.client(), &self.topic)
     }
-}
-
-async fn readyz(State(h): State<Health>) -> Response {
-    if !h.running.load(Ordering::SeqCst) {
-        return not_ready("shutting down".into());
-    }
-    let consumer = h.consumer.clone();
-    let topic = h.topic.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        journey_messaging::readiness::check_topic(consumer.client(), &topic)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
-    match checked {
-        Ok(()) => axum::Json(json!({"status": "ready"})).into_response(),
-        Err(reason) => not_ready(reason),
-    }
-}
-
-fn not_ready(reason: String) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"error": "not_ready", "reason": reason})),
-    )
-        .into_response()
 }
 
 /// Runs the consumer until `shutdown` resolves (or a record cannot even be dead-lettered).
@@ -552,15 +516,14 @@ pub async fn run(
             addr: config.listen_addr,
             source,
         })?;
-    let health = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Health {
+    let health: Router = health::router(
+        KafkaHealth {
             consumer: consumer.clone(),
             topic: input.clone(),
             running: running.clone(),
-            stall_timeout: config.kafka_stall_timeout,
-        });
+        },
+        config.kafka_stall_timeout,
+    );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         let served = axum::serve(listener, health)

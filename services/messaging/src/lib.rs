@@ -10,6 +10,8 @@
 //!   (keeping other headers and their order) and extract it back, tolerating anything a
 //!   broker may hand us.
 //! - [`readiness`]: the Kafka check behind the services' `/readyz`.
+//! - [`health`]: `/healthz` and `/readyz` for every service holding a Kafka client, with the
+//!   liveness rule for a wedged client.
 //! - [`http`]: the same for HTTP requests (`traceparent` in, `traceresponse` out).
 //! - [`spans`]: `send {topic}` (PRODUCER) and `process {topic}` (CONSUMER) spans named and
 //!   attributed per the current messaging semantic conventions, a traced send helper, and
@@ -19,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+pub mod health;
 pub mod http;
 pub mod propagation;
 pub mod readiness;

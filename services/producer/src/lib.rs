@@ -9,8 +9,9 @@
 //! - Bad input never reaches Kafka: 400 (empty body, malformed JSON, invalid message),
 //!   413 (body over `MAX_BODY_BYTES`), 415 (other content types). Kafka not acking within
 //!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503. Every error body is `{"error": "...", "reason": "..."}`.
-//! - `GET /healthz` (alive unless deliveries have been timing out, none acked, for longer than
-//!   `KAFKA_STALL_TIMEOUT`: see [`stall`]), `GET /readyz` (the topic's metadata answers).
+//! - `GET /healthz` (alive unless deliveries have been timing out, none acked, or readiness has
+//!   been failing, for longer than `KAFKA_STALL_TIMEOUT`: see [`stall`] and
+//!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers).
 //!
 //! One idempotent `acks=all` [`FutureProducer`] serves the whole process.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -27,8 +28,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, Sent};
+use axum::routing::post;
+use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, Sent, health};
 use journey_telemetry::Metrics;
 use opentelemetry_semantic_conventions::attribute::{
     HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_SCHEME,
@@ -68,8 +69,9 @@ pub struct Config {
     /// How long a message may wait for the broker's ack before the request gets 503.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
     pub kafka_message_timeout_ms: u64,
-    /// How long messages may keep timing out, none acked, before `/healthz` answers 503 and
-    /// the container is restarted with a new Kafka client (humantime: `60s`, `2m`).
+    /// How long messages may keep timing out, none acked (or `/readyz` keep failing), before
+    /// `/healthz` answers 503 and the container is restarted with a new Kafka client
+    /// (humantime: `60s`, `2m`).
     #[arg(long, env = "KAFKA_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub kafka_stall_timeout: Duration,
@@ -423,37 +425,22 @@ async fn post_batch(
     Ok((StatusCode::ACCEPTED, axum::Json(doc)).into_response())
 }
 
-/// Live unless the Kafka client is wedged (see [`stall`]).
-async fn healthz(State(app): State<Shared>) -> Result<Response, AppError> {
-    match app.deliveries.wedged(app.stall_timeout, Instant::now()) {
-        None => Ok(axum::Json(json!({"status": "ok"})).into_response()),
-        Some(reason) => {
-            tracing::warn!(%reason, "unhealthy: a restart gets a new Kafka client");
-            Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "wedged",
-                reason,
-            ))
-        }
-    }
+/// The producer's health: wedged when deliveries keep timing out (see [`stall`]), ready when
+/// its topic's metadata answers.
+#[derive(Clone)]
+struct KafkaHealth {
+    producer: FutureProducer,
+    topic: String,
+    deliveries: Deliveries,
 }
 
-async fn readyz(State(app): State<Shared>) -> Result<Response, AppError> {
-    let producer = app.producer.clone();
-    let topic = app.topic.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        journey_messaging::readiness::check_topic(producer.client(), &topic)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
-    match checked {
-        Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
-        Err(reason) => Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            reason,
-        )),
+impl health::Checks for KafkaHealth {
+    fn wedged(&self, limit: Duration, now: Instant) -> Option<String> {
+        self.deliveries.wedged(limit, now)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        journey_messaging::readiness::check_topic(self.producer.client(), &self.topic)
     }
 }
 
@@ -498,6 +485,14 @@ fn record_response(res: &Response, _latency: Duration, span: &Span) {
 }
 
 fn router(app: Shared, max_body_bytes: usize) -> Router {
+    let health = health::router(
+        KafkaHealth {
+            producer: app.producer.clone(),
+            topic: app.topic.clone(),
+            deliveries: app.deliveries.clone(),
+        },
+        app.stall_timeout,
+    );
     let traced = Router::new()
         .route("/messages", post(post_message))
         .route("/messages/batch", post(post_batch))
@@ -509,8 +504,7 @@ fn router(app: Shared, max_body_bytes: usize) -> Router {
                 .on_response(record_response),
         );
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .merge(health)
         .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

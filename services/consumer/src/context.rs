@@ -3,13 +3,12 @@
 //!
 //! - Statistics (every `statistics.interval.ms`) refresh the [`LagSnapshot`] behind
 //!   `messaging.kafka.consumer.lag` and the [`Stalls`] behind `/healthz`.
-//! - Revoked partitions are noted for the main loop, which retires their workers
-//!   ([`crate::partitions`]) before it dispatches the next record, and resumed in case
-//!   backpressure had paused them (a pause would outlive the assignment).
+//! - Revoked partitions are noted for the main loop, which skips their records not started
+//!   ([`crate::lanes`]) before it dispatches the next record.
 
 use std::sync::{Mutex, PoisonError};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 use tokio::sync::Notify;
 
@@ -55,13 +54,10 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else {
             return;
         };
-        if let Err(e) = consumer.resume(partitions) {
-            tracing::debug!(error = %e, "resuming revoked partitions");
-        }
         let revoked = partitions
             .elements()
             .iter()

@@ -5,18 +5,18 @@
 //!   trace and keeping the record's key and other headers.
 //! - `sink` consumes `messages.processed` and ends the journey.
 //!
-//! **Partitions run concurrently, each strictly in order** (`partitions.rs`): the main loop
-//! receives records and hands each one to its partition's worker over a bounded queue; a
-//! worker processes its records one after another. A full queue pauses its partition instead
-//! of holding up the others.
+//! **Many records in flight, each lane in order** (`lanes.rs`): up to `MAX_IN_FLIGHT` records
+//! at once; records of the same partition (`ORDERING=partition`) or of the same partition and
+//! key (`ORDERING=key`) one after another, where "after" means once the previous one's forward
+//! is queued in the producer (not acked): the relay pipelines its forwards.
 //!
-//! **At-least-once**: a worker stores a record's offset only after the record was processed
-//! (and forwarded, or dead-lettered); stored offsets are committed by the auto-commit timer
-//! and synchronously on shutdown. When a partition is revoked, its worker finishes the
-//! in-flight record and drops its queue; the new owner starts from the committed offset and
-//! may process that record again. SIGTERM stops fetching, lets every partition's in-flight
-//! record finish (queued records stay uncommitted: the next owner gets them), commits, flushes
-//! the producer; `main` then flushes the spans.
+//! **At-least-once**: a partition's offset is stored only below its first record not yet done
+//! (processed and forwarded, or dead-lettered); stored offsets are committed by the auto-commit
+//! timer and synchronously on shutdown. When a partition is revoked, its records not started
+//! are skipped; the new owner starts from the committed offset and may process a started
+//! record again. SIGTERM stops fetching, lets the started records finish (the others stay
+//! uncommitted: the next owner gets them), commits, flushes the producer; `main` then flushes
+//! the spans.
 //!
 //! **Poison messages**: a record whose payload is a JSON object with `"poison": true` fails
 //! processing (the marker lets tests and demos trigger the error path). A failed record is
@@ -25,8 +25,8 @@
 //! `journey.error.message`, `journey.original.topic`, `journey.original.partition`,
 //! `journey.original.offset` and `journey.retries`; that `send messages.dlq` span is part of
 //! the message's trace with status ERROR. The consumer then carries on. If even the DLQ send
-//! fails, the consumer stops with an error without storing that offset (the other partitions
-//! finish their in-flight records first), so the record is redelivered after a restart.
+//! fails, the consumer stops with an error without storing that offset (the other started
+//! records finish first), so the record is redelivered after a restart.
 //!
 //! **Trace mode** (`TRACE_MODE`): see [`journey_messaging::TraceMode`].
 //!
@@ -36,7 +36,7 @@
 
 mod context;
 pub mod lag;
-mod partitions;
+mod lanes;
 pub mod stall;
 
 use std::net::SocketAddr;
@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, TraceMode, health};
 use journey_telemetry::Metrics;
+use lanes::{Lanes, Proceed};
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
-use partitions::Partitions;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
@@ -89,6 +89,16 @@ impl Role {
     }
 }
 
+/// What keeps records in order while many are in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingMode {
+    /// One record at a time per partition (Kafka's own order).
+    Partition,
+    /// One record at a time per key within a partition; different keys concurrently.
+    Key,
+}
+
 /// Consumer configuration (flags or environment).
 #[derive(Debug, Clone, clap::Parser, Serialize)]
 #[command(
@@ -121,6 +131,19 @@ pub struct Config {
     /// Simulated work per record (relay), in milliseconds.
     #[arg(long, env = "PROCESS_DELAY_MS", default_value_t = 20)]
     pub process_delay_ms: u64,
+    /// What keeps records in order while many are in flight: `partition` (one record at a
+    /// time per partition) or `key` (one at a time per key; records without a key share one
+    /// lane per partition).
+    #[arg(long, env = "ORDERING", value_enum, default_value_t = OrderingMode::Partition)]
+    pub ordering: OrderingMode,
+    /// At most this many records received and not yet done (processed and forwarded, or
+    /// dead-lettered); at the bound the consumer waits before receiving more.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+    /// At most this many bytes of keys and values in flight (one larger record still goes
+    /// through alone).
+    #[arg(long, env = "MAX_IN_FLIGHT_BYTES", default_value_t = 16 << 20)]
+    pub max_in_flight_bytes: usize,
     /// Retries after a failed attempt before the record goes to the DLQ.
     #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
@@ -281,7 +304,9 @@ struct Processor {
 
 impl Processor {
     /// Processes one record to the end (done, forwarded, or dead-lettered).
-    async fn handle(&self, msg: &OwnedMessage) -> Result<(), Error> {
+    /// `proceed` lets the next record of the lane start: once the forward is queued, or when
+    /// this record is done.
+    async fn handle(&self, msg: &OwnedMessage, mut proceed: Proceed) -> Result<(), Error> {
         let span = journey_messaging::process_span(
             msg,
             &self.endpoint,
@@ -293,7 +318,7 @@ impl Processor {
         let result = async {
             let mut retries = 0;
             let failure = loop {
-                match self.attempt(msg, retries).await {
+                match self.attempt(msg, retries, &mut proceed).await {
                     Ok(()) => return Ok(()),
                     Err(f) if retries >= self.config.max_retries => break f,
                     Err(f) => {
@@ -316,7 +341,12 @@ impl Processor {
     }
 
     /// One processing attempt: the work span, then (relay) the forward.
-    async fn attempt(&self, msg: &OwnedMessage, retry: u32) -> Result<(), Failure> {
+    async fn attempt(
+        &self,
+        msg: &OwnedMessage,
+        retry: u32,
+        proceed: &mut Proceed,
+    ) -> Result<(), Failure> {
         let attrs = Metrics::topic_attrs(msg.topic());
         let work = tracing::info_span!(
             "work",
@@ -358,9 +388,22 @@ impl Processor {
                 msg.payload().unwrap_or_default(),
             );
             out.headers = msg.headers().cloned();
-            match journey_messaging::send_traced(&self.producer, &self.endpoint, out, SEND_TIMEOUT)
-                .await
+            let sent = match journey_messaging::enqueue_traced(
+                &self.producer,
+                &self.endpoint,
+                out,
+                SEND_TIMEOUT,
+            )
+            .await
             {
+                Ok(queued) => {
+                    // Queued in order: the lane's next record may go before this ack.
+                    proceed.now();
+                    queued.acked().await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(sent) => {
                     self.metrics
                         .produced
@@ -498,6 +541,9 @@ pub async fn run(
         "statistics.interval.ms",
         config.kafka_statistics_interval_ms.to_string(),
     );
+    // Prefetched records wait in librdkafka's queue while MAX_IN_FLIGHT is reached: keep that
+    // within the chart's memory limit (librdkafka's default is 64 MiB).
+    consumer_config.set("queued.max.messages.kbytes", "8192");
     let consumer: Arc<KafkaConsumer> =
         Arc::new(consumer_config.create_with_context(context::Context::default())?);
     consumer.subscribe(&[input.as_str()])?;
@@ -548,46 +594,43 @@ pub async fn run(
         "consumer started"
     );
 
+    let bounds = (config.max_in_flight as usize, config.max_in_flight_bytes);
+    let ordering = config.ordering;
     let processor = Processor {
         endpoint: config.kafka.endpoint(&config.service_name),
         producer: producer.clone(),
         metrics: Metrics::new(),
         config,
     };
-    let mut partitions = Partitions::new(processor, consumer.clone());
+    let mut lanes = Lanes::new(processor, consumer.clone(), ordering, bounds);
     let mut outcome = Ok(());
-    let room = partitions.room();
     tokio::pin!(shutdown);
     loop {
-        let parked = partitions.has_parked();
+        let room = lanes.has_room();
         let received = tokio::select! {
             biased;
             () = &mut shutdown => {
                 tracing::info!("shutdown requested: no more fetching");
                 break;
             }
-            e = partitions.failure() => {
-                tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
-                outcome = Err(e);
-                break;
-            }
+            finished = lanes.finished() => match finished {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
+                    outcome = Err(e);
+                    break;
+                }
+            },
             () = consumer.context().revocation() => None,
-            // A worker took a record: maybe room for the parked ones.
-            () = room.notified(), if parked => None,
-            received = consumer.recv() => Some(received.map(|m| m.detach())),
+            // At MAX_IN_FLIGHT, receive again once a record is done.
+            received = consumer.recv(), if room => Some(received.map(|m| m.detach())),
         };
-        // Rebalances are served inside recv(): retire the revoked partitions' workers before
+        // Rebalances are served inside recv(): skip the revoked partitions' records before
         // dispatching anything that was received after the rebalance.
-        partitions.retire(consumer.context().take_revoked());
-        partitions.unpark();
+        lanes.revoke(consumer.context().take_revoked());
         match received {
             None => {}
-            Some(Ok(msg)) => {
-                // Refused: the partition's worker stopped with an error, `shutdown` returns it.
-                let Ok(()) = partitions.dispatch(msg) else {
-                    break;
-                };
-            }
+            Some(Ok(msg)) => lanes.dispatch(msg),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -595,9 +638,9 @@ pub async fn run(
         }
     }
     running.store(false, Ordering::SeqCst);
-    // Every worker finishes its in-flight record and stores its offset; queued ones are
-    // redelivered to the next owner.
-    if let Err(e) = partitions.shutdown().await {
+    // Started records finish and their offsets are stored; the others are redelivered to the
+    // next owner.
+    if let Err(e) = lanes.shutdown().await {
         tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
         if outcome.is_ok() {
             outcome = Err(e);

@@ -30,6 +30,6 @@ pub mod spans;
 pub use config::{KafkaArgs, KafkaEndpoint, serialize_duration};
 pub use propagation::{extract_context, inject_context};
 pub use spans::{
-    Outgoing, SendError, Sent, TraceMode, process_span, record_delivery, record_error, send_span,
-    send_traced, trace_id_of,
+    Enqueued, Outgoing, SendError, Sent, TraceMode, enqueue_traced, process_span, record_delivery,
+    record_error, send_span, send_traced, trace_id_of,
 };

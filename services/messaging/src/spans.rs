@@ -2,7 +2,8 @@
 //!
 //! - `send {topic}`, kind PRODUCER: [`send_span`], or [`send_traced`] which also injects the
 //!   span's context into the record headers, sends, waits for the broker's ack and records
-//!   partition and offset (or the error).
+//!   partition and offset (or the error); [`enqueue_traced`] + [`Enqueued::acked`] are the same
+//!   in two steps, for callers that queue the next record before this one's ack.
 //! - `process {topic}`, kind CONSUMER: [`process_span`], whose relation to the message's
 //!   creation context follows [`TraceMode`].
 //!
@@ -27,8 +28,7 @@ use opentelemetry_semantic_conventions::attribute::{
 use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Serialize;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
@@ -235,6 +235,9 @@ pub enum SendError {
     /// No answer within the bound (a safety net beyond librdkafka's own timeout).
     #[error("Kafka did not acknowledge the message within {0:?}")]
     Timeout(Duration),
+    /// The producer was dropped before the broker answered (the process is stopping).
+    #[error("the Kafka producer was closed before the message was acknowledged")]
+    ProducerGone,
 }
 
 /// librdkafka's error code name (`MessageTimedOut`), or `KafkaError` when there is none.
@@ -249,13 +252,14 @@ impl SendError {
         match self {
             SendError::Kafka(e) => kafka_error_type(e),
             SendError::Timeout(_) => "timeout".to_string(),
+            SendError::ProducerGone => "producer_closed".to_string(),
         }
     }
 
     fn code(&self) -> Option<RDKafkaErrorCode> {
         match self {
             SendError::Kafka(e) => e.rdkafka_error_code(),
-            SendError::Timeout(_) => None,
+            SendError::Timeout(_) | SendError::ProducerGone => None,
         }
     }
 
@@ -272,15 +276,42 @@ impl SendError {
     }
 }
 
-/// Sends `out` inside a new `send {topic}` span (a child of the current span): injects the
-/// span's context into the headers, waits for the broker's ack (bounded by `timeout` plus a
-/// small margin) and records partition/offset or the error on the span.
-pub async fn send_traced(
+/// How long [`enqueue_traced`] waits between tries while librdkafka's queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A record librdkafka has queued (in send order), its ack still to come: see [`Enqueued::acked`].
+#[must_use = "the send is only known to be done once acked"]
+pub struct Enqueued {
+    span: Span,
+    delivery: DeliveryFuture,
+    bound: Duration,
+    deadline: tokio::time::Instant,
+    topic: String,
+    trace_id: Option<String>,
+}
+
+impl std::fmt::Debug for Enqueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enqueued")
+            .field("topic", &self.topic)
+            .field("bound", &self.bound)
+            .field("trace_id", &self.trace_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands `out` to librdkafka inside a new `send {topic}` span (a child of the current span),
+/// with the span's context injected into the headers; waits only while the client's queue is
+/// full (up to `timeout`). Records queued one after another are sent in that order (the
+/// idempotent producer keeps it through retries), so a caller may queue the next record before
+/// this one is acked.
+pub async fn enqueue_traced(
     producer: &FutureProducer,
     endpoint: &KafkaEndpoint,
     out: Outgoing<'_>,
     timeout: Duration,
-) -> Result<Sent, SendError> {
+) -> Result<Enqueued, SendError> {
+    let started = tokio::time::Instant::now();
     let span = send_span(endpoint, out.topic, out.key, out.payload.len());
     if let Some((error_type, description)) = &out.error {
         record_error(&span, error_type, description);
@@ -291,25 +322,79 @@ pub async fn send_traced(
         .payload(out.payload)
         .headers(headers);
     record.key = out.key;
-    let bound = timeout + Duration::from_secs(2);
-    let result = tokio::time::timeout(bound, producer.send(record, Timeout::After(timeout)))
-        .instrument(span.clone())
-        .await;
-    let outcome = match result {
-        Err(_) => Err(SendError::Timeout(bound)),
-        Ok(Err((e, _msg))) => Err(SendError::Kafka(e)),
-        Ok(Ok(delivery)) => Ok(Sent {
-            topic: out.topic.to_string(),
-            partition: delivery.partition,
-            offset: delivery.offset,
-            trace_id,
-        }),
+    let delivery = loop {
+        match producer.send_result(record) {
+            Ok(delivery) => break delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if started.elapsed() < timeout =>
+            {
+                record = back;
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            }
+            Err((e, _)) => {
+                let e = SendError::Kafka(e);
+                record_error(&span, &e.error_type(), &e.to_string());
+                return Err(e);
+            }
+        }
     };
-    match &outcome {
-        Ok(sent) => record_delivery(&span, sent.partition, sent.offset),
-        Err(e) => record_error(&span, &e.error_type(), &e.to_string()),
+    // A safety net beyond librdkafka's own message timeout.
+    let bound = timeout + Duration::from_secs(2);
+    Ok(Enqueued {
+        span,
+        delivery,
+        bound,
+        deadline: started + bound,
+        topic: out.topic.to_string(),
+        trace_id,
+    })
+}
+
+impl Enqueued {
+    /// Waits for the broker's ack and records partition/offset or the error on the span.
+    pub async fn acked(self) -> Result<Sent, SendError> {
+        let Enqueued {
+            span,
+            delivery,
+            bound,
+            deadline,
+            topic,
+            trace_id,
+        } = self;
+        let result = tokio::time::timeout_at(deadline, delivery)
+            .instrument(span.clone())
+            .await;
+        let outcome = match result {
+            Err(_) => Err(SendError::Timeout(bound)),
+            Ok(Err(_canceled)) => Err(SendError::ProducerGone),
+            Ok(Ok(Err((e, _msg)))) => Err(SendError::Kafka(e)),
+            Ok(Ok(Ok(delivery))) => Ok(Sent {
+                topic,
+                partition: delivery.partition,
+                offset: delivery.offset,
+                trace_id,
+            }),
+        };
+        match &outcome {
+            Ok(sent) => record_delivery(&span, sent.partition, sent.offset),
+            Err(e) => record_error(&span, &e.error_type(), &e.to_string()),
+        }
+        outcome
     }
-    outcome
+}
+
+/// Sends `out` inside a new `send {topic}` span and waits for the broker's ack (bounded by
+/// `timeout` plus a small margin): [`enqueue_traced`] then [`Enqueued::acked`].
+pub async fn send_traced(
+    producer: &FutureProducer,
+    endpoint: &KafkaEndpoint,
+    out: Outgoing<'_>,
+    timeout: Duration,
+) -> Result<Sent, SendError> {
+    enqueue_traced(producer, endpoint, out, timeout)
+        .await?
+        .acked()
+        .await
 }
 
 #[cfg(test)]

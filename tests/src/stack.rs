@@ -136,6 +136,7 @@ impl Kafka {
                 "-Xmx512m",
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
+                "-XX:+ExitOnOutOfMemoryError",
             ])
             .arg("-Djava.awt.headless=true")
             .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
@@ -250,14 +251,26 @@ impl Zipkin {
     fn spawn(tools: &Tools, dir: &Path, port: u16) -> Result<Zipkin> {
         let jar = tools.path("ZIPKIN_JAR", "zipkin")?;
         let mut cmd = Command::new("java");
-        cmd.args(["-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-jar"])
-            .arg(jar)
-            .env("QUERY_PORT", port.to_string())
-            .env("STORAGE_TYPE", "mem")
-            .env("MEM_MAX_SPANS", "500000")
-            .env("SELF_TRACING_ENABLED", "false")
-            // A KAFKA_BOOTSTRAP_SERVERS in the environment would start Zipkin's Kafka collector.
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+        // Exits on OOM instead of hanging in GC with /health unanswered (as the chart does).
+        cmd.args([
+            "-Xms128m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-XX:+ExitOnOutOfMemoryError",
+        ])
+        // Loopback only, like the rest of the local stack (QUERY_PORT alone binds every
+        // interface; Armeria's port list replaces it whole).
+        .arg("-Darmeria.ports[0].ip=127.0.0.1")
+        .arg(format!("-Darmeria.ports[0].port={port}"))
+        .arg("-Darmeria.ports[0].protocols=http")
+        .arg("-jar")
+        .arg(jar)
+        .env("QUERY_PORT", port.to_string())
+        .env("STORAGE_TYPE", "mem")
+        .env("MEM_MAX_SPANS", "500000")
+        .env("SELF_TRACING_ENABLED", "false")
+        // A KAFKA_BOOTSTRAP_SERVERS in the environment would start Zipkin's Kafka collector.
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS");
         let proc = Managed::spawn("zipkin", cmd, &dir.join("logs"), Duration::ZERO)?;
         Ok(Zipkin { proc, port })
     }

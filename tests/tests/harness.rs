@@ -13,16 +13,30 @@ fn main() -> std::process::ExitCode {
     runner::main(
         || Ok(()),
         tests![
-            a_started_stack_answers_kafka_metadata_collector_health_and_zipkin_health,
+            a_started_stack_answers_on_loopback_only_kafka_metadata_collector_and_zipkin_health,
             a_span_sent_to_the_collector_arrives_in_zipkin,
             dropping_the_stack_leaves_none_of_its_recorded_pids_alive,
         ],
     )
 }
 
-fn a_started_stack_answers_kafka_metadata_collector_health_and_zipkin_health(_: &()) -> Result<()> {
+fn a_started_stack_answers_on_loopback_only_kafka_metadata_collector_and_zipkin_health(
+    _: &(),
+) -> Result<()> {
     block_on(async {
         let stack = Stack::start().await?;
+        for pid in stack.pids() {
+            let listening = listening_addresses(pid)?;
+            ensure!(!listening.is_empty(), "pid {pid} listens on nothing");
+            let open: Vec<&String> = listening
+                .iter()
+                .filter(|a| !a.starts_with("127.0.0.1:"))
+                .collect();
+            ensure!(
+                open.is_empty(),
+                "pid {pid} listens beyond loopback: {open:?} (all: {listening:?})"
+            );
+        }
         let bootstrap = stack.kafka.bootstrap().to_string();
         let brokers = tokio::task::spawn_blocking(move || broker_count(&bootstrap)).await??;
         ensure!(
@@ -36,6 +50,61 @@ fn a_started_stack_answers_kafka_metadata_collector_health_and_zipkin_health(_: 
         );
         Ok(())
     })
+}
+
+/// The TCP addresses `pid` listens on, from its socket inodes and /proc/net/tcp{,6}; an IPv6
+/// socket's v4-mapped loopback (`::ffff:127.0.0.1`) reads as 127.0.0.1.
+fn listening_addresses(pid: u32) -> Result<Vec<String>> {
+    let mut inodes = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue; // closed meanwhile
+        };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), inode
+            let (Some(local), Some(&"0A"), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            if !inodes.contains(*inode) {
+                continue;
+            }
+            let (ip, port) = local
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("odd address {local}"))?;
+            let port = u16::from_str_radix(port, 16)?;
+            let ip = match ip.len() {
+                8 => {
+                    std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16)?.swap_bytes()).to_string()
+                }
+                _ => {
+                    // Four little-endian 32-bit words.
+                    let mut bytes = [0u8; 16];
+                    for (i, word) in bytes.chunks_mut(4).enumerate() {
+                        let w = u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16)?;
+                        word.copy_from_slice(&w.to_le_bytes());
+                    }
+                    let v6 = std::net::Ipv6Addr::from(bytes);
+                    v6.to_ipv4_mapped()
+                        .map_or(v6.to_string(), |v4| v4.to_string())
+                }
+            };
+            out.push(format!("{ip}:{port}"));
+        }
+    }
+    Ok(out)
 }
 
 fn a_span_sent_to_the_collector_arrives_in_zipkin(_: &()) -> Result<()> {

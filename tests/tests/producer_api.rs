@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
             bad_input_gets_its_status_and_a_json_reason_and_nothing_reaches_kafka,
             health_and_readiness_answer_while_kafka_is_reachable,
             a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
+            requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing,
             unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             a_sink_whose_readiness_keeps_failing_past_the_stall_limit_fails_liveness,
@@ -401,6 +402,41 @@ fn a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_wri
         )
         .await?;
         good.trace_id()?;
+        // In a batch, the other messages are still acked, and the answer says which.
+        let batch = json!([
+            {"payload": format!("batch {marker}")},
+            {"payload": format!("{marker}{}", "x".repeat(1_000_100))},
+        ]);
+        let a = post(
+            &format!("{}/messages/batch", producer.url()),
+            Some("application/json"),
+            serde_json::to_vec(&batch)?,
+            &[],
+        )
+        .await?;
+        say!("a batch with one record too large: {} {}", a.status, {
+            let mut short = a.body.clone();
+            short["messages"][1]["reason"] = "…".into();
+            short
+        });
+        ensure!(
+            a.status == 207 && a.body["acked"] == 1 && a.body["failed"] == 1,
+            "{} {}",
+            a.status,
+            a.body
+        );
+        let items = &a.body["messages"];
+        ensure!(
+            items[0]["status"] == "acked" && items[0]["index"] == 0 && items[0]["offset"].is_i64(),
+            "{items}"
+        );
+        ensure!(
+            items[1]["status"] == "failed"
+                && items[1]["index"] == 1
+                && items[1]["error"] == "payload_too_large",
+            "{}",
+            items[1]["error"]
+        );
         Ok::<_, anyhow::Error>(())
     })?;
     let records = read_from(&bootstrap, "messages", &before, Duration::from_secs(10))?;
@@ -410,9 +446,149 @@ fn a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_wri
         .filter(|p| String::from_utf8_lossy(p).contains(&marker))
         .map(<[u8]>::len)
         .collect();
+    // The batch's payload is JSON: a string, quoted.
+    let expected = [
+        format!("good {marker}").len(),
+        format!("\"batch {marker}\"").len(),
+    ];
     ensure!(
-        marked == [format!("good {marker}").len()],
-        "only the good message may reach Kafka; marked record sizes: {marked:?}"
+        marked == expected,
+        "only the good messages may reach Kafka; marked record sizes: {marked:?}"
+    );
+    Ok(())
+}
+
+/// Sends the start of a request whose body never comes in full; returns the connection.
+async fn slow_upload(addr: &str) -> Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nslow",
+    )
+    .await?;
+    Ok(conn)
+}
+
+/// Reads one HTTP answer off `conn`: status and JSON body.
+async fn answer_of(conn: &mut tokio::net::TcpStream) -> Result<(u16, Value)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw))
+        .await
+        .context("no answer within 10s")??;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// A client can make the producer hold only so much: batch items, requests in progress, time
+/// for a body; two Content-Type headers are refused rather than guessed.
+fn requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing(
+    api: &Api,
+) -> Result<()> {
+    let bootstrap = api.stack.kafka.bootstrap().to_string();
+    let before = end_offsets(&bootstrap, "messages")?;
+    let marker = format!("limits-{}", rand::random::<u64>());
+    let port = free_port();
+    let mut env = base_env(&api.stack, "producer-limits", port);
+    env.insert("MAX_BATCH_ITEMS".into(), "2".into());
+    env.insert("MAX_CONCURRENT_REQUESTS".into(), "2".into());
+    env.insert("REQUEST_BODY_TIMEOUT".into(), "2s".into());
+    let mut producer = Service::spawn(&api.stack, "producer-limits", "producer", env)?;
+    let addr = format!("127.0.0.1:{port}");
+    block_on(async {
+        producer.wait_for("/readyz").await?;
+        let messages = format!("{}/messages", producer.url());
+        let items = json!([{"payload": &marker}, {"payload": &marker}, {"payload": &marker}]);
+        let a = post(
+            &format!("{messages}/batch"),
+            Some("application/json"),
+            serde_json::to_vec(&items)?,
+            &[],
+        )
+        .await?;
+        ensure!(
+            a.status == 413 && a.str("error") == Some("too_many_messages"),
+            "3 items, MAX_BATCH_ITEMS=2: {} {}",
+            a.status,
+            a.body
+        );
+        let a = post(
+            &messages,
+            Some("application/json"),
+            format!(r#"{{"payload": "{marker}"}}"#).into_bytes(),
+            &[("content-type", "text/plain")],
+        )
+        .await?;
+        ensure!(
+            a.status == 415
+                && a.str("reason")
+                    .is_some_and(|r| r.contains("2 Content-Type")),
+            "two content types: {} {}",
+            a.status,
+            a.body
+        );
+        // Two uploads that never finish take both slots: a third request is refused at once.
+        let started = Instant::now();
+        let mut slow = [slow_upload(&addr).await?, slow_upload(&addr).await?];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let a = post(
+            &messages,
+            Some("text/plain"),
+            marker.clone().into_bytes(),
+            &[],
+        )
+        .await?;
+        ensure!(
+            a.status == 503
+                && a.str("error") == Some("overloaded")
+                && a.header("retry-after") == Some("1"),
+            "a third request with MAX_CONCURRENT_REQUESTS=2: {} {}",
+            a.status,
+            a.body
+        );
+        // Each slow upload is answered 408 once REQUEST_BODY_TIMEOUT has passed.
+        for conn in &mut slow {
+            let (status, body) = answer_of(conn).await?;
+            ensure!(
+                status == 408 && body["error"] == "request_timeout",
+                "a slow upload: {status} {body}"
+            );
+        }
+        let took = started.elapsed();
+        say!("slow uploads answered 408 after {took:.1?} (REQUEST_BODY_TIMEOUT=2s)");
+        ensure!(took < Duration::from_secs(5), "took {took:?}");
+        // The slots are free again.
+        let a = post(
+            &messages,
+            Some("text/plain"),
+            format!("after {marker}").into_bytes(),
+            &[],
+        )
+        .await?;
+        ensure!(
+            a.status == 202,
+            "after the slow uploads: {} {}",
+            a.status,
+            a.body
+        );
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let records = read_from(&bootstrap, "messages", &before, Duration::from_secs(10))?;
+    let marked: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.payload())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .filter(|p| p.contains(&marker))
+        .collect();
+    ensure!(
+        marked == [format!("after {marker}")],
+        "only the last message may reach Kafka: {marked:?}"
     );
     Ok(())
 }
@@ -552,6 +728,9 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
                 "LISTEN_ADDR",
                 "KAFKA_TOPIC",
                 "MAX_BODY_BYTES",
+                "MAX_BATCH_ITEMS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_BODY_TIMEOUT",
                 "ZIPKIN_UI_URL",
                 "KAFKA_MESSAGE_TIMEOUT_MS",
                 "KAFKA_STALL_TIMEOUT",
@@ -567,6 +746,9 @@ fn print_config_shows_the_resolved_config_and_every_accepted_variable(api: &Api)
                 "KAFKA_GROUP_ID",
                 "TRACE_MODE",
                 "PROCESS_DELAY_MS",
+                "ORDERING",
+                "MAX_IN_FLIGHT",
+                "MAX_IN_FLIGHT_BYTES",
                 "MAX_RETRIES",
                 "RETRY_BACKOFF_MS",
                 "KAFKA_STATISTICS_INTERVAL_MS",

@@ -5,10 +5,14 @@
 //!   `text/plain` (the body is the payload, no key). `202` only after the broker acked, with
 //!   `{topic, partition, offset, trace_id}` (+ `zipkin_url` when `ZIPKIN_UI_URL` is set) and a
 //!   W3C `traceresponse` header.
-//! - `POST /messages/batch`: a JSON array of such objects; all validated before any is sent.
-//! - Bad input never reaches Kafka: 400 (empty body, malformed JSON, invalid message),
-//!   413 (body over `MAX_BODY_BYTES`), 415 (other content types). Kafka not acking within
-//!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503. Every error body is `{"error": "...", "reason": "..."}`.
+//! - `POST /messages/batch`: a JSON array of at most `MAX_BATCH_ITEMS` such objects; all
+//!   validated before any is sent; answered per message (202 all acked, 207 some, else the
+//!   first failure's status).
+//! - Bad input never reaches Kafka: 400 (empty body, malformed JSON, invalid message), 408 (a
+//!   body slower than `REQUEST_BODY_TIMEOUT`), 413 (body over `MAX_BODY_BYTES`, too many batch
+//!   items), 415 (other, no or several content types). Kafka not acking within
+//!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503; more than `MAX_CONCURRENT_REQUESTS` at once: 503 at
+//!   once. Every error body is `{"error": "...", "reason": "..."}` ([`error::AppError`]).
 //! - `GET /healthz` (alive unless deliveries have been timing out, none acked, or readiness has
 //!   been failing, for longer than `KAFKA_STALL_TIMEOUT`: see [`stall`] and
 //!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers).
@@ -16,6 +20,8 @@
 //! One idempotent `acks=all` [`FutureProducer`] serves the whole process.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod error;
+mod input;
 pub mod stall;
 
 use std::net::SocketAddr;
@@ -26,18 +32,20 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use error::{AppError, ErrorBody};
+use input::Message;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, Sent, health};
 use journey_telemetry::Metrics;
 use opentelemetry_semantic_conventions::attribute::{
     HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_SCHEME,
 };
 use rdkafka::producer::{FutureProducer, Producer as _};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 use stall::Deliveries;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
@@ -63,6 +71,18 @@ pub struct Config {
     /// Largest accepted request body in bytes (larger bodies get 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
+    /// Most messages in one `POST /messages/batch` (more get 413 `too_many_messages`).
+    #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_items: u32,
+    /// Most requests to `/messages` and `/messages/batch` served at once; more get 503
+    /// `overloaded` with `Retry-After` at once instead of queueing (memory stays bounded).
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+    /// How long a request body may take to arrive, in all (humantime); a slower upload gets
+    /// 408 `request_timeout`.
+    #[arg(long, env = "REQUEST_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
+    pub request_body_timeout: Duration,
     /// Zipkin UI base URL (e.g. `http://localhost:9411/zipkin`): responses then link the trace.
     #[arg(long, env = "ZIPKIN_UI_URL")]
     pub zipkin_ui_url: Option<String>,
@@ -102,205 +122,6 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// An HTTP error answered as `{"error": "...", "reason": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppError {
-    pub status: StatusCode,
-    pub error: &'static str,
-    pub reason: String,
-}
-
-impl AppError {
-    fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> Self {
-        AppError {
-            status,
-            error,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(error = self.error, reason = %self.reason, "request failed");
-        } else {
-            tracing::info!(error = self.error, reason = %self.reason, "request rejected");
-        }
-        (
-            self.status,
-            axum::Json(json!({"error": self.error, "reason": self.reason})),
-        )
-            .into_response()
-    }
-}
-
-impl From<BytesRejection> for AppError {
-    fn from(r: BytesRejection) -> Self {
-        let status = r.status();
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "unreadable_body"
-        };
-        AppError::new(status, error, r.body_text())
-    }
-}
-
-/// A message as the API accepts it: a JSON object (an array of the same fields is not one).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
-struct MessageIn {
-    key: Option<String>,
-    payload: Option<serde_json::Value>,
-}
-
-impl TryFrom<serde_json::Map<String, serde_json::Value>> for MessageIn {
-    type Error = serde_json::Error;
-    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
-        #[derive(Deserialize)]
-        struct Fields {
-            #[serde(default)]
-            key: Option<String>,
-            #[serde(default)]
-            payload: Option<serde_json::Value>,
-        }
-        let Fields { key, payload } = serde_json::from_value(serde_json::Value::Object(object))?;
-        Ok(MessageIn { key, payload })
-    }
-}
-
-/// A validated message, ready for Kafka.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Message {
-    key: Option<String>,
-    value: Vec<u8>,
-}
-
-impl TryFrom<MessageIn> for Message {
-    type Error = AppError;
-    fn try_from(m: MessageIn) -> Result<Self, AppError> {
-        let payload = m.payload.filter(|p| !p.is_null()).ok_or_else(|| {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_message",
-                "the message has no \"payload\"",
-            )
-        })?;
-        let value = serde_json::to_vec(&payload).map_err(|e| {
-            AppError::new(StatusCode::BAD_REQUEST, "invalid_message", e.to_string())
-        })?;
-        Ok(Message { key: m.key, value })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Json,
-    Text,
-}
-
-fn body_kind(headers: &HeaderMap) -> Result<BodyKind, AppError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match ct.as_deref() {
-        Some("application/json") => Ok(BodyKind::Json),
-        Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(BodyKind::Json),
-        Some("text/plain") => Ok(BodyKind::Text),
-        Some(other) => Err(AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("content type {other:?} is not supported: send application/json or text/plain"),
-        )),
-        None => Err(AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "no content type: send application/json or text/plain",
-        )),
-    }
-}
-
-fn json_error(e: &serde_json::Error) -> AppError {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => AppError::new(StatusCode::BAD_REQUEST, "invalid_message", e.to_string()),
-        _ => AppError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
-    }
-}
-
-fn non_empty(body: &Bytes) -> Result<(), AppError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request body is empty",
-        ));
-    }
-    Ok(())
-}
-
-/// Validates one `POST /messages` body.
-fn parse_one(headers: &HeaderMap, body: &Bytes) -> Result<Message, AppError> {
-    let kind = body_kind(headers)?;
-    non_empty(body)?;
-    match kind {
-        BodyKind::Json => serde_json::from_slice::<MessageIn>(body)
-            .map_err(|e| json_error(&e))?
-            .try_into(),
-        BodyKind::Text => {
-            let text = std::str::from_utf8(body).map_err(|e| {
-                AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_message",
-                    format!("text/plain body is not UTF-8: {e}"),
-                )
-            })?;
-            Ok(Message {
-                key: None,
-                value: text.as_bytes().to_vec(),
-            })
-        }
-    }
-}
-
-/// Validates one `POST /messages/batch` body.
-fn parse_batch(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Message>, AppError> {
-    if body_kind(headers)? != BodyKind::Json {
-        return Err(AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "a batch is a JSON array: send application/json",
-        ));
-    }
-    non_empty(body)?;
-    let items: Vec<MessageIn> = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
-    if items.is_empty() {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_batch",
-            "the batch has no messages",
-        ));
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            Message::try_from(m).map_err(|mut e| {
-                e.reason = format!("message {i}: {}", e.reason);
-                e
-            })
-        })
-        .collect()
-}
-
 struct App {
     producer: FutureProducer,
     endpoint: KafkaEndpoint,
@@ -310,6 +131,7 @@ struct App {
     metrics: Metrics,
     deliveries: Deliveries,
     stall_timeout: Duration,
+    max_batch_items: usize,
 }
 
 type Shared = Arc<App>;
@@ -341,23 +163,15 @@ impl App {
                     self.deliveries.timed_out(Instant::now());
                 }
                 if e.too_large() {
-                    return Err(AppError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!(
-                            "{e}: the Kafka record ({} bytes of value) is larger than Kafka accepts",
-                            msg.value.len()
-                        ),
-                    ));
+                    return Err(AppError::PayloadTooLarge(format!(
+                        "{e}: the Kafka record ({} bytes of value) is larger than Kafka accepts",
+                        msg.value.len()
+                    )));
                 }
-                Err(AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "kafka_unavailable",
-                    format!(
-                        "{e} (bound: KAFKA_MESSAGE_TIMEOUT_MS={} ms)",
-                        self.timeout.as_millis()
-                    ),
-                ))
+                Err(AppError::KafkaUnavailable(format!(
+                    "{e} (bound: KAFKA_MESSAGE_TIMEOUT_MS={} ms)",
+                    self.timeout.as_millis()
+                )))
             }
         }
     }
@@ -372,57 +186,135 @@ fn current_trace_id() -> Option<String> {
     journey_messaging::trace_id_of(&Span::current())
 }
 
+/// Where an acked message is.
+#[derive(Debug, Serialize)]
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl From<&Sent> for Position {
+    fn from(s: &Sent) -> Self {
+        Position {
+            topic: s.topic.clone(),
+            partition: s.partition,
+            offset: s.offset,
+        }
+    }
+}
+
+/// The 202 answer to `POST /messages`.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    #[serde(flatten)]
+    position: Position,
+    trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zipkin_url: Option<String>,
+}
+
 async fn post_message(
     State(app): State<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let msg = parse_one(&headers, &body?)?;
+    let msg = input::parse_one(&headers, &body?)?;
     let sent = app.send(&msg).await?;
     let trace_id = current_trace_id().or(sent.trace_id.clone());
-    let mut doc = json!({
-        "topic": sent.topic,
-        "partition": sent.partition,
-        "offset": sent.offset,
-        "trace_id": trace_id,
-    });
-    if let Some(url) = app.zipkin_url(trace_id.as_deref()) {
-        doc["zipkin_url"] = url.into();
-    }
-    Ok((StatusCode::ACCEPTED, axum::Json(doc)).into_response())
+    let zipkin_url = app.zipkin_url(trace_id.as_deref());
+    let accepted = Accepted {
+        position: Position::from(&sent),
+        trace_id,
+        zipkin_url,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }
 
+/// One message of a batch: acked where, or failed why.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum ItemOutcome {
+    Acked {
+        index: usize,
+        #[serde(flatten)]
+        position: Position,
+    },
+    Failed {
+        index: usize,
+        #[serde(flatten)]
+        error: ErrorBody,
+    },
+}
+
+/// The answer to `POST /messages/batch`: every item's outcome, so a client retries only the
+/// failed ones.
+#[derive(Debug, Serialize)]
+struct BatchAnswer {
+    trace_id: Option<String>,
+    count: usize,
+    acked: usize,
+    failed: usize,
+    messages: Vec<ItemOutcome>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zipkin_url: Option<String>,
+}
+
+/// 202 when every message was acked; 207 when some were and some were not; when none was,
+/// the first failure's status (503, 413) with its `error`/`reason`. Each item says which.
 async fn post_batch(
     State(app): State<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let messages = parse_batch(&headers, &body?)?;
+    let messages = input::parse_batch(&headers, &body?, app.max_batch_items)?;
     let results = futures::future::join_all(messages.iter().map(|m| app.send(m))).await;
-    let total = results.len();
-    let acked: Vec<&Sent> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
-        let mut e = first.clone();
-        e.reason = format!(
-            "{} of {total} messages acked; first failure: {}",
-            acked.len(),
-            e.reason
-        );
-        return Err(e);
-    }
     let trace_id = current_trace_id();
-    let mut doc = json!({
-        "trace_id": trace_id,
-        "count": total,
-        "messages": acked
-            .iter()
-            .map(|s| json!({"topic": s.topic, "partition": s.partition, "offset": s.offset}))
-            .collect::<Vec<_>>(),
-    });
-    if let Some(url) = app.zipkin_url(trace_id.as_deref()) {
-        doc["zipkin_url"] = url.into();
+    let zipkin_url = app.zipkin_url(trace_id.as_deref());
+    let mut first_failure = None;
+    let messages: Vec<ItemOutcome> = results
+        .iter()
+        .enumerate()
+        .map(|(index, r)| match r {
+            Ok(sent) => ItemOutcome::Acked {
+                index,
+                position: Position::from(sent),
+            },
+            Err(e) => {
+                first_failure.get_or_insert(e);
+                ItemOutcome::Failed {
+                    index,
+                    error: e.body(),
+                }
+            }
+        })
+        .collect();
+    let count = messages.len();
+    let failed = messages
+        .iter()
+        .filter(|m| matches!(m, ItemOutcome::Failed { .. }))
+        .count();
+    let acked = count - failed;
+    let (status, error) = match first_failure {
+        None => (StatusCode::ACCEPTED, None),
+        Some(_) if acked > 0 => (StatusCode::MULTI_STATUS, None),
+        Some(first) => (first.status(), Some(first.body())),
+    };
+    if let Some(first) = first_failure {
+        tracing::warn!(acked, failed, error = first.code(), reason = %first, "batch not fully acked");
     }
-    Ok((StatusCode::ACCEPTED, axum::Json(doc)).into_response())
+    let answer = BatchAnswer {
+        trace_id,
+        count,
+        acked,
+        failed,
+        messages,
+        error,
+        zipkin_url,
+    };
+    Ok((status, axum::Json(answer)).into_response())
 }
 
 /// The producer's health: wedged when deliveries keep timing out (see [`stall`]), ready when
@@ -484,7 +376,34 @@ fn record_response(res: &Response, _latency: Duration, span: &Span) {
     }
 }
 
-fn router(app: Shared, max_body_bytes: usize) -> Router {
+/// Limits on what one client can make the producer hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_body_bytes: usize,
+    max_concurrent_requests: usize,
+    request_body_timeout: Duration,
+}
+
+/// The requests that may be in progress at once.
+#[derive(Clone)]
+struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+/// Answers 503 `overloaded` at once while `MAX_CONCURRENT_REQUESTS` requests are in progress.
+async fn admit(
+    State(slots): State<Slots>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    match slots.free.try_acquire_owned() {
+        Ok(_slot) => next.run(req).await,
+        Err(_) => AppError::Overloaded(slots.total).into_response(),
+    }
+}
+
+fn router(app: Shared, limits: Limits) -> Router {
     let health = health::router(
         KafkaHealth {
             producer: app.producer.clone(),
@@ -493,43 +412,45 @@ fn router(app: Shared, max_body_bytes: usize) -> Router {
         },
         app.stall_timeout,
     );
+    let slots = Slots {
+        free: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+        total: limits.max_concurrent_requests,
+    };
     let traced = Router::new()
         .route("/messages", post(post_message))
         .route("/messages/batch", post(post_batch))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestBodyDeadlineLayer::new(limits.request_body_timeout))
         .layer(axum::middleware::map_response(add_traceresponse))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(record_response),
-        );
+        )
+        .layer(axum::middleware::from_fn_with_state(slots, admit));
     Router::new()
         .merge(health)
         .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(error::log_errors))
         .with_state(app)
 }
 
 /// Any other path: 404 in the API's error shape.
-async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
-    AppError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!(
-            "no {method} {}: the API is POST /messages, POST /messages/batch, GET /healthz, GET /readyz",
-            uri.path()
-        ),
-    )
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound {
+        method,
+        path: uri.path().to_string(),
+    }
 }
 
 /// A known path with another method: 405 in the API's error shape.
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed {
+        method,
+        path: uri.path().to_string(),
+    }
 }
 
 /// Runs the producer until `shutdown` resolves: stops accepting, finishes in-flight requests,
@@ -555,6 +476,7 @@ pub async fn run(
         metrics: Metrics::new(),
         deliveries: Deliveries::default(),
         stall_timeout: config.kafka_stall_timeout,
+        max_batch_items: config.max_batch_items as usize,
     });
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -564,7 +486,12 @@ pub async fn run(
         })?;
     let local = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(addr = %local, topic = %config.kafka_topic, "producer listening");
-    axum::serve(listener, router(app, config.max_body_bytes))
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        max_concurrent_requests: config.max_concurrent_requests as usize,
+        request_body_timeout: config.request_body_timeout,
+    };
+    axum::serve(listener, router(app, limits))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::Serve)?;
@@ -582,93 +509,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn ct(v: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
-        h
-    }
-
-    fn b(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
-    }
-
-    #[test]
-    fn a_json_message_with_key_and_payload_is_accepted() {
-        let m = parse_one(
-            &ct("application/json; charset=utf-8"),
-            &b(r#"{"key":"k","payload":{"a":1}}"#),
-        )
-        .unwrap();
-        assert_eq!(m.key.as_deref(), Some("k"));
-        assert_eq!(m.value, br#"{"a":1}"#);
-    }
-
-    #[test]
-    fn a_text_plain_body_is_the_payload() {
-        let m = parse_one(&ct("text/plain"), &b("hello")).unwrap();
-        assert_eq!((m.key, m.value), (None, b"hello".to_vec()));
-    }
-
-    #[test]
-    fn bad_bodies_get_400_with_a_specific_error() {
-        let cases = [
-            ("application/json", "", "empty_body"),
-            ("application/json", "  \n", "empty_body"),
-            ("application/json", "{not json", "malformed_json"),
-            ("application/json", r#"{"key":"k"}"#, "invalid_message"),
-            ("application/json", r#"{"payload":null}"#, "invalid_message"),
-            (
-                "application/json",
-                r#"{"key":5,"payload":1}"#,
-                "invalid_message",
-            ),
-            // The fields in order, as an array, are not a message.
-            ("application/json", r#"["k",{"a":1}]"#, "invalid_message"),
-            ("application/json", r#"[null,1]"#, "invalid_message"),
-            ("text/plain", "", "empty_body"),
-        ];
-        for (t, body, error) in cases {
-            let e = parse_one(&ct(t), &b(body)).unwrap_err();
-            assert_eq!(
-                (e.status, e.error),
-                (StatusCode::BAD_REQUEST, error),
-                "{body:?}: {e:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn other_or_missing_content_types_get_415() {
-        for h in [ct("application/xml"), HeaderMap::new()] {
-            let e = parse_one(&h, &b("{}")).unwrap_err();
-            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        }
-        let e = parse_batch(&ct("text/plain"), &b("[]")).unwrap_err();
-        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    }
-
-    #[test]
-    fn a_batch_is_validated_as_a_whole_before_anything_is_sent() {
-        let ok = parse_batch(
-            &ct("application/json"),
-            &b(r#"[{"payload":1},{"key":"x","payload":"y"}]"#),
-        )
-        .unwrap();
-        assert_eq!(ok.len(), 2);
-        let e = parse_batch(
-            &ct("application/json"),
-            &b(r#"[{"payload":1},{"key":"x"}]"#),
-        )
-        .unwrap_err();
-        assert!(e.reason.starts_with("message 1:"), "{e:?}");
-        let e = parse_batch(&ct("application/json"), &b("[]")).unwrap_err();
-        assert_eq!(e.error, "empty_batch");
-        let e = parse_batch(&ct("application/json"), &b(r#"[{"payload":1},["k",2]]"#)).unwrap_err();
-        assert_eq!(e.error, "invalid_message");
-        assert!(e.reason.contains("expected a map"), "{e:?}");
-    }
 
     #[test]
     fn the_config_reads_the_documented_variables_with_their_defaults() {

@@ -41,8 +41,9 @@ demo: ## Start the stack and the services, send messages, print their traces (ON
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-lint: ## Formatting and clippy, warnings as errors
+lint: ## Formatting, lines rustfmt left as written, and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
+	$(CARGO) run --quiet --locked -p journey-tests --bin long-lines -- $$(git ls-files '*.rs')
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 k8s-manifests: tools ## Re-render k8s/ from the chart

@@ -15,7 +15,7 @@ cd "$JOURNEY_ROOT"
 CARGO=${CARGO:-cargo}
 declare -A TIERS=(
   [unit]=""
-  [stack]="harness journey producer_api dlq shutdown ordering journeyctl_seed journeyctl_verify"
+  [stack]="harness journey producer_api dlq shutdown ordering faults journeyctl_seed journeyctl_verify"
   [chart]="chart control_plane journeyctl_wait workflow"
   [images]="images"
   [node]="real_node"

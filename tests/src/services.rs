@@ -106,6 +106,7 @@ pub fn base_env(stack: &Stack, service_name: &str, port: u16) -> BTreeMap<String
 pub struct Service {
     proc: Managed,
     port: u16,
+    bin: String,
     env: BTreeMap<String, String>,
 }
 
@@ -130,7 +131,12 @@ impl Service {
         }
         // Up to 20 s for a graceful stop: flushes spans and commits offsets.
         let proc = Managed::spawn(name, cmd, &stack.logs_dir(), Duration::from_secs(20))?;
-        Ok(Service { proc, port, env })
+        Ok(Service {
+            proc,
+            port,
+            bin: bin_name.to_string(),
+            env,
+        })
     }
 
     /// [`Service::spawn`], then waits for `/readyz`.
@@ -205,6 +211,34 @@ impl Service {
 
     pub async fn wait_ready(&mut self) -> Result<()> {
         self.wait_for("/readyz").await
+    }
+
+    /// What the kubelet does for a container with a liveness probe: when the process has
+    /// exited or `/healthz` answers 503, stops it and starts it again with the same
+    /// environment (its log continues in the same file). The reason, when it restarted.
+    pub async fn restart_if_unhealthy(&mut self, stack: &Stack) -> Result<Option<String>> {
+        let reason = match self.proc.ensure_running() {
+            Err(e) => format!("{e:#}"),
+            Ok(()) => {
+                let answer = reqwest::Client::new()
+                    .get(format!("{}/healthz", self.url()))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                        r.text().await.unwrap_or_default()
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let name = self.proc.name().to_string();
+        say!("liveness: {name} unhealthy ({reason}); restarting it as the kubelet would");
+        self.proc.stop();
+        *self = Service::spawn(stack, &name, &self.bin.clone(), self.env.clone())?;
+        self.wait_ready().await?;
+        Ok(Some(reason))
     }
 }
 
@@ -367,6 +401,52 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
         out.push((p.id(), high));
     }
     Ok(out)
+}
+
+/// The offsets `group` has committed on `topic`, by partition (-1: none yet).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, _) in end_offsets(bootstrap, topic)? {
+        tpl.add_partition(topic, p);
+    }
+    let committed = reader.committed_offsets(tpl, Duration::from_secs(5))?;
+    let mut at: Vec<(i32, i64)> = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            _ => (e.partition(), -1),
+        })
+        .collect();
+    at.sort_unstable();
+    Ok(at)
+}
+
+/// Waits up to `timeout` until `group`'s committed offsets on `topic` reach its end offsets
+/// as they are when called (the group consumed everything there was).
+pub fn wait_committed_to_end(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>> {
+    let mut ends = end_offsets(bootstrap, topic)?;
+    ends.sort_unstable();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let at = committed_offsets(bootstrap, group, topic)?;
+        if at.len() == ends.len() && at.iter().zip(&ends).all(|(a, e)| a.1 >= e.1) {
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("group {group} committed {at:?} on {topic}, which ends at {ends:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Every record of `topic` from `from` (as returned by [`end_offsets`]) up to the end as it is

@@ -4,11 +4,12 @@
 //! - Statistics (every `statistics.interval.ms`) refresh the [`LagSnapshot`] behind
 //!   `messaging.kafka.consumer.lag` and the [`Stalls`] behind `/healthz`.
 //! - Revoked partitions are noted for the main loop, which skips their records not started
-//!   ([`crate::lanes`]) before it dispatches the next record.
+//!   ([`crate::lanes`]) before it dispatches the next record, and resumed in case backpressure
+//!   had paused them (a pause would outlive the assignment).
 
 use std::sync::{Mutex, PoisonError};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 use tokio::sync::Notify;
 
@@ -48,16 +49,28 @@ impl Context {
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        if let Some(g) = &statistics.cgrp {
+            tracing::debug!(
+                state = %g.state,
+                join_state = %g.join_state,
+                assigned = g.assignment_size,
+                rebalances = g.rebalance_cnt,
+                "consumer group"
+            );
+        }
         self.lag.update(&statistics);
         self.stalls.update(&statistics, std::time::Instant::now());
     }
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else {
             return;
         };
+        if let Err(e) = consumer.resume(partitions) {
+            tracing::debug!(error = %e, "resuming revoked partitions");
+        }
         let revoked = partitions
             .elements()
             .iter()

@@ -12,19 +12,22 @@
 //! the message timeout) is retried by the relay after records queued behind it: then, and only
 //! then, its key's order is not kept.
 //!
-//! - **Bound**: at most `MAX_IN_FLIGHT` records and `MAX_IN_FLIGHT_BYTES` of keys and values
-//!   (one record over it is let through when nothing else is in flight) between receipt and
-//!   done; at the bound the main loop stops receiving (librdkafka keeps prefetching up to its own queue limit) until one
-//!   finishes. Nothing is paused: a pause makes librdkafka drop what it prefetched and refetch
-//!   on resume behind the broker's long poll (`fetch.wait.max.ms`), which capped the relay at
-//!   ~17 records per partition per ~0.5 s stall.
+//! - **Bound**: `MAX_IN_FLIGHT` records and `MAX_IN_FLIGHT_BYTES` of keys and values between
+//!   receipt and done. At the bound every assigned partition is paused, and resumed once half
+//!   of that is done ([`Lanes::backpressure`]); the main loop keeps polling all the while, so
+//!   rebalances are served and the group membership kept (a consumer that stops polling
+//!   leaves its group). Records librdkafka had already handed out are still taken (a few over
+//!   the bound). All partitions pause and resume together: pausing one while the others kept
+//!   fetching made its resume wait behind their long poll (`fetch.wait.max.ms`), which capped
+//!   the first design at ~17 records per partition per ~0.5 s stall.
 //! - **At-least-once**: per partition, the offsets received and not yet done are kept; when a
 //!   record is done (processed and forwarded, or dead-lettered) the offset just below the first
 //!   one not done is stored, and the auto-commit timer commits it. A committed offset never
 //!   passes an unprocessed record.
 //! - **Rebalances** ([`Lanes::revoke`]): a revoked partition's records that have not started
-//!   are skipped and nothing more is stored for it; records already started finish (the new
-//!   owner starts from the committed offset and may process them again, never skips them).
+//!   are skipped and nothing more is stored for it; records already started finish, or stop
+//!   retrying a forward Kafka cannot take (the new owner starts from the committed offset and
+//!   may process them again, never skips them).
 //! - **Shutdown** ([`Lanes::shutdown`]): records that have not started are skipped (they stay
 //!   uncommitted for the next owner); started ones finish and their offsets are stored.
 
@@ -32,9 +35,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rdkafka::Message as _;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::OwnedMessage;
+use rdkafka::{Message as _, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -139,6 +142,8 @@ pub(crate) struct Lanes {
     tasks: JoinSet<Result<Finished, Error>>,
     stopping: Arc<AtomicBool>,
     seq: u64,
+    /// The partitions paused by [`Lanes::backpressure`].
+    paused: BTreeSet<Partition>,
 }
 
 impl Lanes {
@@ -148,6 +153,7 @@ impl Lanes {
         ordering: OrderingMode,
         (max_in_flight, max_in_flight_bytes): (usize, usize),
     ) -> Self {
+        let stopping = processor.stopping.clone();
         Lanes {
             processor: Arc::new(processor),
             consumer,
@@ -158,17 +164,60 @@ impl Lanes {
             lanes: HashMap::new(),
             offsets: HashMap::new(),
             tasks: JoinSet::new(),
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping,
             seq: 0,
+            paused: BTreeSet::new(),
         }
     }
 
-    /// `true` while fewer than `MAX_IN_FLIGHT` records and `MAX_IN_FLIGHT_BYTES` are in flight
-    /// (or nothing is).
-    pub fn has_room(&self) -> bool {
-        self.tasks.is_empty()
-            || (self.tasks.len() < self.max_in_flight
-                && self.bytes_in_flight < self.max_in_flight_bytes)
+    /// `true` once `MAX_IN_FLIGHT` records or `MAX_IN_FLIGHT_BYTES` are in flight.
+    fn full(&self) -> bool {
+        self.tasks.len() >= self.max_in_flight || self.bytes_in_flight >= self.max_in_flight_bytes
+    }
+
+    /// `true` while at most half of both bounds is in flight.
+    fn half_empty(&self) -> bool {
+        self.tasks.len() <= self.max_in_flight / 2
+            && self.bytes_in_flight <= self.max_in_flight_bytes / 2
+    }
+
+    /// At the bound, pauses every assigned partition not paused yet; once half of it is done,
+    /// resumes them. Call it after each turn of the main loop.
+    pub fn backpressure(&mut self) {
+        if self.full() {
+            let assigned = match self.consumer.assignment() {
+                Ok(tpl) => tpl,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the assignment to pause it failed");
+                    return;
+                }
+            };
+            let mut tpl = TopicPartitionList::new();
+            for e in assigned.elements() {
+                if self.paused.insert((e.topic().to_string(), e.partition())) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
+            }
+            if tpl.count() > 0 {
+                match self.consumer.pause(&tpl) {
+                    Ok(()) => tracing::debug!(
+                        in_flight = self.tasks.len(),
+                        partitions = tpl.count(),
+                        "in-flight bound reached: partitions paused"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "pausing the partitions failed"),
+                }
+            }
+        } else if !self.paused.is_empty() && self.half_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in std::mem::take(&mut self.paused) {
+                tpl.add_partition(&topic, partition);
+            }
+            match self.consumer.resume(&tpl) {
+                Ok(()) => tracing::debug!(in_flight = self.tasks.len(), "partitions resumed"),
+                Err(e) => tracing::warn!(error = %e, "resuming the partitions failed"),
+            }
+        }
     }
 
     /// Starts `msg`'s task; it processes the record once the previous record of its lane lets
@@ -201,9 +250,13 @@ impl Lanes {
             }
             let offset = msg.offset();
             let processed = !(stopping.load(Ordering::SeqCst) || revoked.load(Ordering::SeqCst));
-            if processed {
-                processor.handle(&msg, Proceed(Some(next))).await?;
-            }
+            let processed = processed
+                && match processor.handle(&msg, Proceed(Some(next)), &revoked).await {
+                    Ok(()) => true,
+                    // Stopping while Kafka is away: left uncommitted for the next owner.
+                    Err(Error::Interrupted { .. }) => false,
+                    Err(e) => return Err(e),
+                };
             Ok(Finished {
                 lane,
                 seq,
@@ -266,6 +319,8 @@ impl Lanes {
                 );
             }
             self.lanes.retain(|lane, _| lane.partition != partition);
+            // The rebalance callback resumed it (a pause would outlive the assignment).
+            self.paused.remove(&partition);
         }
     }
 

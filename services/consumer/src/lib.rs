@@ -138,7 +138,8 @@ pub struct Config {
     pub ordering: OrderingMode,
     /// At most this many records received and not yet done (processed and forwarded, or
     /// dead-lettered); at the bound the consumer waits before receiving more.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: u32,
     /// At most this many bytes of keys and values in flight (one larger record still goes
     /// through alone).
@@ -226,8 +227,16 @@ pub enum Error {
         #[source]
         source: journey_messaging::SendError,
     },
-    #[error("a partition worker panicked: {0}")]
+    #[error("a record's task panicked: {0}")]
     Worker(String),
+    /// Stopping (or the partition revoked) while Kafka could not take the forward: the record
+    /// stays uncommitted for the next owner.
+    #[error("stopped before {topic}/{partition}@{offset} could be forwarded; it stays uncommitted")]
+    Interrupted {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// A failed processing attempt.
@@ -236,6 +245,9 @@ pub struct Failure {
     /// `error.type`, e.g. `poison_message`.
     pub error_type: String,
     pub message: String,
+    /// Kafka could not take the forward for now (a timeout, brokers down): retried until it
+    /// works, never dead-lettered, since the record itself is fine.
+    pub transient: bool,
 }
 
 /// `true` when the payload is a JSON object with `"poison": true`.
@@ -300,13 +312,21 @@ struct Processor {
     endpoint: KafkaEndpoint,
     producer: FutureProducer,
     metrics: Metrics,
+    /// Set on shutdown: records not started are skipped, transient retries give up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Processor {
     /// Processes one record to the end (done, forwarded, or dead-lettered).
     /// `proceed` lets the next record of the lane start: once the forward is queued, or when
     /// this record is done.
-    async fn handle(&self, msg: &OwnedMessage, mut proceed: Proceed) -> Result<(), Error> {
+    /// `revoked` is set when the record's partition is revoked meanwhile.
+    async fn handle(
+        &self,
+        msg: &OwnedMessage,
+        proceed: Proceed,
+        revoked: &AtomicBool,
+    ) -> Result<(), Error> {
         let span = journey_messaging::process_span(
             msg,
             &self.endpoint,
@@ -315,29 +335,67 @@ impl Processor {
         );
         let started = Instant::now();
         let attrs = Metrics::topic_attrs(msg.topic());
-        let result = async {
-            let mut retries = 0;
-            let failure = loop {
-                match self.attempt(msg, retries, &mut proceed).await {
-                    Ok(()) => return Ok(()),
-                    Err(f) if retries >= self.config.max_retries => break f,
-                    Err(f) => {
-                        retries += 1;
-                        let wait = backoff(Duration::from_millis(self.config.retry_backoff_ms), retries);
-                        tracing::warn!({ ERROR_TYPE } = %f.error_type, error = %f.message, retry = retries, backoff_ms = wait.as_millis() as u64, "processing failed; retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            };
-            journey_messaging::record_error(&tracing::Span::current(), &failure.error_type, &failure.message);
-            self.dead_letter(msg, &failure, retries).await
-        }
-        .instrument(span)
-        .await;
+        let result = self
+            .with_retries(msg, proceed, revoked)
+            .instrument(span)
+            .await;
         self.metrics
             .processing_duration
             .record(started.elapsed().as_secs_f64(), &attrs);
         result
+    }
+
+    /// Attempts until done: a failure retried `MAX_RETRIES` times with backoff, then the DLQ; a
+    /// forward Kafka could not take for now retried until it can, never dead-lettered.
+    async fn with_retries(
+        &self,
+        msg: &OwnedMessage,
+        mut proceed: Proceed,
+        revoked: &AtomicBool,
+    ) -> Result<(), Error> {
+        let base = Duration::from_millis(self.config.retry_backoff_ms);
+        let mut retries = 0;
+        let mut unavailable = 0;
+        let failure = loop {
+            match self.attempt(msg, retries, &mut proceed).await {
+                Ok(()) => return Ok(()),
+                Err(f) if f.transient => {
+                    if self.stopping.load(Ordering::SeqCst) || revoked.load(Ordering::SeqCst) {
+                        return Err(Error::Interrupted {
+                            topic: msg.topic().to_string(),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        });
+                    }
+                    unavailable += 1;
+                    let wait = backoff(base, unavailable);
+                    tracing::warn!(
+                        { ERROR_TYPE } = %f.error_type,
+                        error = %f.message,
+                        attempt = unavailable,
+                        backoff_ms = wait.as_millis() as u64,
+                        "Kafka did not take the forward; retrying (an outage never dead-letters)"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(f) if retries >= self.config.max_retries => break f,
+                Err(f) => {
+                    retries += 1;
+                    let wait = backoff(base, retries);
+                    tracing::warn!(
+                        { ERROR_TYPE } = %f.error_type,
+                        error = %f.message,
+                        retry = retries,
+                        backoff_ms = wait.as_millis() as u64,
+                        "processing failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        let span = tracing::Span::current();
+        journey_messaging::record_error(&span, &failure.error_type, &failure.message);
+        self.dead_letter(msg, &failure, retries).await
     }
 
     /// One processing attempt: the work span, then (relay) the forward.
@@ -365,6 +423,7 @@ impl Processor {
                 let f = Failure {
                     error_type: "poison_message".into(),
                     message: "the payload is marked \"poison\": true".into(),
+                    transient: false,
                 };
                 journey_messaging::record_error(
                     &tracing::Span::current(),
@@ -408,13 +467,19 @@ impl Processor {
                     self.metrics
                         .produced
                         .add(1, &Metrics::topic_attrs(&sent.topic));
-                    tracing::info!(topic = %sent.topic, partition = sent.partition, offset = sent.offset, "forwarded");
+                    tracing::info!(
+                        topic = %sent.topic,
+                        partition = sent.partition,
+                        offset = sent.offset,
+                        "forwarded"
+                    );
                 }
                 Err(e) => {
                     self.metrics.failed.add(1, &attrs);
                     return Err(Failure {
                         error_type: e.error_type(),
                         message: e.to_string(),
+                        transient: !e.permanent(),
                     });
                 }
             }
@@ -601,12 +666,12 @@ pub async fn run(
         producer: producer.clone(),
         metrics: Metrics::new(),
         config,
+        stopping: Arc::new(AtomicBool::new(false)),
     };
     let mut lanes = Lanes::new(processor, consumer.clone(), ordering, bounds);
     let mut outcome = Ok(());
     tokio::pin!(shutdown);
     loop {
-        let room = lanes.has_room();
         let received = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -614,7 +679,10 @@ pub async fn run(
                 break;
             }
             finished = lanes.finished() => match finished {
-                Ok(()) => None,
+                Ok(()) => {
+                    lanes.backpressure();
+                    None
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "stopping: a record could not be processed nor dead-lettered");
                     outcome = Err(e);
@@ -622,15 +690,19 @@ pub async fn run(
                 }
             },
             () = consumer.context().revocation() => None,
-            // At MAX_IN_FLIGHT, receive again once a record is done.
-            received = consumer.recv(), if room => Some(received.map(|m| m.detach())),
+            // Always polled, also at the bound (then the partitions are paused): polling serves
+            // rebalances and keeps this consumer in its group.
+            received = consumer.recv() => Some(received.map(|m| m.detach())),
         };
         // Rebalances are served inside recv(): skip the revoked partitions' records before
         // dispatching anything that was received after the rebalance.
         lanes.revoke(consumer.context().take_revoked());
         match received {
             None => {}
-            Some(Ok(msg)) => lanes.dispatch(msg),
+            Some(Ok(msg)) => {
+                lanes.dispatch(msg);
+                lanes.backpressure();
+            }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -648,13 +720,21 @@ pub async fn run(
     }
 
     let committer = consumer.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
-            .await;
+    // Bounded: with Kafka unreachable a synchronous commit would wait for the socket timeout
+    // (60 s); what is not committed is redelivered (at-least-once).
+    let committed = tokio::time::timeout(
+        SEND_TIMEOUT,
+        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync)),
+    )
+    .await;
     match committed {
-        Ok(Ok(())) => tracing::info!("offsets committed"),
-        Ok(Err(e)) => tracing::info!(error = %e, "nothing committed"),
-        Err(e) => tracing::warn!(error = %e, "commit task failed"),
+        Ok(Ok(Ok(()))) => tracing::info!("offsets committed"),
+        Ok(Ok(Err(e))) => tracing::info!(error = %e, "nothing committed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "commit task failed"),
+        Err(_) => tracing::warn!(
+            timeout_s = SEND_TIMEOUT.as_secs(),
+            "Kafka did not answer the final commit; the uncommitted records are redelivered"
+        ),
     }
     let flushed =
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
@@ -769,6 +849,7 @@ mod tests {
         let f = Failure {
             error_type: "poison_message".into(),
             message: "boom".into(),
+            transient: false,
         };
         let h = dead_letter_headers(&msg, &f, 3);
         let pairs: Vec<(String, String)> = h

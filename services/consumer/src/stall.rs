@@ -9,7 +9,9 @@
 //!
 //! Each statistics report (`statistics.interval.ms`) is checked: an assigned partition that is
 //! not fetching (`fetch_state` other than `active`, or no leader) is a stall from the first
-//! report that shows it. `/healthz` answers 503 once a stall lasts longer than
+//! report that shows it; so is a consumer that is not a steady member of its group (after a
+//! broker froze for longer than the session timeout, a consumer was seen never to rejoin,
+//! its coordinator request stuck, holding no partition and so showing no partition stall). `/healthz` answers 503 once a stall lasts longer than
 //! `KAFKA_STALL_TIMEOUT` (default 60 s), so Kubernetes restarts the container (with the chart's
 //! liveness probe: after 3 more failed probes, 10 s apart). A broker outage longer than that
 //! restarts the consumer too, which changes nothing for at-least-once delivery: offsets are
@@ -30,14 +32,38 @@ struct Stall {
     leader: i32,
 }
 
-/// The stalled assigned partitions, shared between the statistics callback and `/healthz`.
+/// Since when the consumer has not been a steady member of its group, and how it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unjoined {
+    since: Instant,
+    state: String,
+    join_state: String,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    partitions: BTreeMap<(String, i32), Stall>,
+    group: Option<Unjoined>,
+}
+
+/// The stalled assigned partitions and the group membership, shared between the statistics
+/// callback and `/healthz`.
 #[derive(Debug, Clone, Default)]
-pub struct Stalls(Arc<Mutex<BTreeMap<(String, i32), Stall>>>);
+pub struct Stalls(Arc<Mutex<Seen>>);
 
 impl Stalls {
-    /// Notes which assigned partitions of `stats` are not fetching, as of `now`.
+    /// Notes which assigned partitions of `stats` are not fetching, and whether the consumer
+    /// is a steady member of its group (`up`, `steady`), as of `now`.
     pub fn update(&self, stats: &Statistics, now: Instant) {
-        let mut stalls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen_before = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = &stats.cgrp {
+            seen_before.group = (g.state != "up" || g.join_state != "steady").then(|| Unjoined {
+                since: seen_before.group.as_ref().map_or(now, |u| u.since),
+                state: g.state.clone(),
+                join_state: g.join_state.clone(),
+            });
+        }
+        let stalls = &seen_before.partitions;
         let mut seen = BTreeMap::new();
         for (topic, t) in &stats.topics {
             for p in t.partitions.values() {
@@ -60,13 +86,26 @@ impl Stalls {
                 );
             }
         }
-        *stalls = seen;
+        seen_before.partitions = seen;
     }
 
     /// The partitions stalled for longer than `limit` at `now`, as a reason for `/healthz`.
     pub fn wedged(&self, limit: Duration, now: Instant) -> Option<String> {
-        let stalls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let long: Vec<String> = stalls
+        let seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let group = seen
+            .group
+            .as_ref()
+            .filter(|u| now.duration_since(u.since) > limit)
+            .map(|u| {
+                format!(
+                    "not a steady member of its consumer group for {}s (state {}, join state {})",
+                    now.duration_since(u.since).as_secs(),
+                    u.state,
+                    u.join_state
+                )
+            });
+        let long: Vec<String> = seen
+            .partitions
             .iter()
             .filter(|(_, s)| now.duration_since(s.since) > limit)
             .map(|((topic, partition), s)| {
@@ -77,6 +116,7 @@ impl Stalls {
                     s.leader
                 )
             })
+            .chain(group)
             .collect();
         (!long.is_empty()).then(|| format!("Kafka client wedged: {}", long.join("; ")))
     }
@@ -139,6 +179,39 @@ mod tests {
             "{reason}"
         );
         assert!(!reason.contains("messages[1]"), "{reason}");
+    }
+
+    fn group(state: &str, join_state: &str) -> Statistics {
+        Statistics {
+            cgrp: Some(rdkafka::statistics::ConsumerGroup {
+                state: state.into(),
+                join_state: join_state.into(),
+                ..Default::default()
+            }),
+            ..Statistics::default()
+        }
+    }
+
+    #[test]
+    fn a_consumer_out_of_its_group_past_the_limit_is_wedged_an_idle_member_is_not() {
+        let stalls = Stalls::default();
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(60);
+        // A member without partitions (more consumers than partitions) is fine.
+        stalls.update(&group("up", "steady"), t0);
+        assert_eq!(stalls.wedged(limit, t0 + 2 * limit), None);
+        stalls.update(&group("up", "wait-join"), t0 + limit);
+        stalls.update(&group("wait-coord", "init"), t0 + limit + limit / 2);
+        assert_eq!(stalls.wedged(limit, t0 + 2 * limit), None);
+        let reason = stalls
+            .wedged(limit, t0 + 2 * limit + Duration::from_secs(1))
+            .expect("wedged");
+        assert!(
+            reason.contains("consumer group for 61s (state wait-coord, join state init)"),
+            "{reason}"
+        );
+        stalls.update(&group("up", "steady"), t0 + 3 * limit);
+        assert_eq!(stalls.wedged(limit, t0 + 4 * limit), None);
     }
 
     #[test]

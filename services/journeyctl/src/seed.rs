@@ -352,7 +352,12 @@ pub async fn seed(
             });
         }
         if cur.replication_factor != t.replication_factor {
-            warn!(topic = %t.name, current = cur.replication_factor, wanted = t.replication_factor, "replication factor differs");
+            warn!(
+                topic = %t.name,
+                current = cur.replication_factor,
+                wanted = t.replication_factor,
+                "replication factor differs"
+            );
             report.warnings.push(Warning::ReplicationFactorDiffers {
                 current: cur.replication_factor,
                 wanted: t.replication_factor,

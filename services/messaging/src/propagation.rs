@@ -332,11 +332,15 @@ mod tests {
                 .filter(|(k, _)| !trace_keys.contains(&k.to_ascii_lowercase()))
                 .collect();
             prop_assert_eq!(kept, expected);
-            let tps = list(&after).into_iter().filter(|(k, _)| k.eq_ignore_ascii_case("traceparent")).count();
+            let tps = list(&after)
+                .into_iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+                .count();
             prop_assert_eq!(tps, 1);
             let back = extract_context(Some(&after));
-            prop_assert_eq!(back.span().span_context().trace_id(), TraceId::from_bytes(trace.to_be_bytes()));
-            prop_assert_eq!(back.span().span_context().span_id(), SpanId::from_bytes(span.to_be_bytes()));
+            let sc = back.span().span_context().clone();
+            prop_assert_eq!(sc.trace_id(), TraceId::from_bytes(trace.to_be_bytes()));
+            prop_assert_eq!(sc.span_id(), SpanId::from_bytes(span.to_be_bytes()));
         }
     }
 }

@@ -274,6 +274,27 @@ impl SendError {
         matches!(self, SendError::Timeout(_))
             || self.code() == Some(RDKafkaErrorCode::MessageTimedOut)
     }
+
+    /// The same record can never be sent as it is: too large, invalid, or to a topic this
+    /// client may not write. Anything else (timeouts, brokers down or frozen, leaders moving)
+    /// is transient: sending again later can work.
+    pub fn permanent(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        matches!(
+            self.code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessage
+                    | C::InvalidMessageSize
+                    | C::InvalidRecord
+                    | C::MessageBatchTooLarge
+                    | C::InvalidTopic
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::InvalidArgument
+            )
+        )
+    }
 }
 
 /// How long [`enqueue_traced`] waits between tries while librdkafka's queue is full.
@@ -528,8 +549,7 @@ mod tests {
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     #[test]
-    fn process_spans_continue_the_creation_trace_in_parent_and_both_modes_and_start_a_new_one_in_link_mode()
-     {
+    fn process_spans_continue_the_trace_in_parent_and_both_modes_and_start_one_in_link_mode() {
         let (subscriber, _provider) = otel_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             let headers = OwnedHeaders::new().insert(Header {

@@ -72,11 +72,13 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
     /// Most messages in one `POST /messages/batch` (more get 413 `too_many_messages`).
-    #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 1000)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_items: u32,
     /// Most requests to `/messages` and `/messages/batch` served at once; more get 503
     /// `overloaded` with `Retry-After` at once instead of queueing (memory stays bounded).
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
     /// How long a request body may take to arrive, in all (humantime); a slower upload gets
     /// 408 `request_timeout`.

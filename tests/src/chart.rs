@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use crate::repo_root;
 use crate::tools::Tools;
@@ -69,7 +69,7 @@ pub fn helm_template(values: &[PathBuf], sets: &[&str]) -> Result<String> {
 /// The documents of a multi-document YAML stream (empty ones skipped).
 pub fn parse_docs(yaml: &str) -> Result<Vec<Value>> {
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
+    for doc in yaml_serde::Deserializer::from_str(yaml) {
         let v = Value::deserialize(doc).context("parsing rendered YAML")?;
         if !v.is_null() {
             docs.push(v);

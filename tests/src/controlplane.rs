@@ -797,7 +797,7 @@ mod tests {
     #[test]
     fn the_kubeconfig_names_the_server_the_ca_and_the_token() {
         let yaml = kubeconfig_yaml("https://127.0.0.1:1234", Path::new("/x/ca.crt"), "tok");
-        let v: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("valid yaml");
+        let v: yaml_serde::Value = yaml_serde::from_str(&yaml).expect("valid yaml");
         assert_eq!(
             v["clusters"][0]["cluster"]["server"].as_str(),
             Some("https://127.0.0.1:1234")
@@ -821,7 +821,7 @@ mod tests {
 
     #[test]
     fn the_fake_node_carries_the_annotation_kwok_selects_on() {
-        let v: serde_yaml::Value = serde_yaml::from_str(&fake_node_yaml("n1")).expect("valid yaml");
+        let v: yaml_serde::Value = yaml_serde::from_str(&fake_node_yaml("n1")).expect("valid yaml");
         assert_eq!(
             v["metadata"]["annotations"][KWOK_NODE_ANNOTATION].as_str(),
             Some("fake")

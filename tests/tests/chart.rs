@@ -33,7 +33,7 @@ use journey_tests::stack::{Kafka, READY_TIMEOUT, broker_count};
 use journey_tests::tools::Tools;
 use journey_tests::{repo_root, say, tests};
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn main() -> std::process::ExitCode {
     runner::main(
@@ -1245,7 +1245,7 @@ fn the_k8s_manifests_are_what_render_k8s_renders_now(_: &()) -> Result<()> {
         "k8s/journey.yaml holds the helm test pod"
     );
     let kind: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("k8s/kind.yaml"))?)?;
+        yaml_serde::from_str(&std::fs::read_to_string(repo_root().join("k8s/kind.yaml"))?)?;
     ensure!(
         s(&kind["kind"]) == "Cluster" && s(&kind["name"]) == "journey",
         "k8s/kind.yaml: a Cluster named journey"
@@ -1368,7 +1368,7 @@ fn skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart(_: &()) -
     let version = tools.get("SKAFFOLD_SCHEMA_VERSION", "skaffold")?;
     let text = std::fs::read_to_string(repo_root().join("skaffold.yaml"))?;
     let config: serde_json::Value =
-        serde_yaml::from_str(&text).context("skaffold.yaml is not YAML")?;
+        yaml_serde::from_str(&text).context("skaffold.yaml is not YAML")?;
     ensure!(
         config["apiVersion"] == format!("skaffold/{version}"),
         "skaffold.yaml apiVersion is not skaffold/{version}"

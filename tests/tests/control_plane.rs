@@ -450,8 +450,8 @@ fn every_ci_values_file_installs_under_restricted_pod_security_without_a_warning
         // Every object the release rendered is on the server (kubectl get fails on a missing one).
         let manifest =
             text(&helm_ok(cp, &["get", "manifest", "journey", "--namespace", &ns])?.stdout);
-        let rendered = serde_yaml::Deserializer::from_str(&manifest)
-            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        let rendered = yaml_serde::Deserializer::from_str(&manifest)
+            .filter_map(|d| yaml_serde::Value::deserialize(d).ok())
             .filter(|v| v.get("kind").is_some())
             .count();
         let found = cp.kubectl_stdin(["get", "-f", "-", "-o", "name"], &manifest)?;

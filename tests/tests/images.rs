@@ -26,7 +26,7 @@ use journey_tests::runner::{self, Fixture, block_on};
 use journey_tests::services::{JOURNEY_SPANS, TRACE_TIMEOUT, has_spans, post};
 use journey_tests::zipkin::ZipkinApi;
 use journey_tests::{repo_root, say, tests};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn main() -> std::process::ExitCode {
     runner::main(

@@ -308,7 +308,7 @@ fn wait_works_under_the_charts_namespaced_role_and_reports_forbidden_elsewhere(
     cp.kubectl_apply(&rbac)?;
     let sa = rbac
         .split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).ok())
+        .filter_map(|doc| yaml_serde::from_str::<yaml_serde::Value>(doc).ok())
         .find(|d| d["kind"] == "ServiceAccount")
         .and_then(|d| d["metadata"]["name"].as_str().map(str::to_string))
         .context("the chart's RBAC has no ServiceAccount")?;

@@ -25,7 +25,7 @@ use journey_tests::services::{JOURNEY_SPANS, TRACE_TIMEOUT, has_spans, post};
 use journey_tests::tools::Tools;
 use journey_tests::zipkin::ZipkinApi;
 use journey_tests::{repo_root, say, tests};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn main() -> std::process::ExitCode {
     runner::main_in_order(

@@ -142,7 +142,7 @@ pub enum TopicsError {
     Parse {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     #[error("topic `{topic}`: {why}")]
     Invalid { topic: String, why: String },
@@ -159,12 +159,12 @@ struct TopicsDoc {
 }
 
 /// Parses the `topics:` list out of a YAML document (other top-level keys are ignored).
-pub fn parse_topics(yaml: &str) -> Result<Vec<TopicSpec>, serde_yaml::Error> {
+pub fn parse_topics(yaml: &str) -> Result<Vec<TopicSpec>, yaml_serde::Error> {
     // An empty document is an empty list, not an error.
     if yaml.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let doc: TopicsDoc = serde_yaml::from_str(yaml)?;
+    let doc: TopicsDoc = yaml_serde::from_str(yaml)?;
     Ok(doc.topics)
 }
 
@@ -202,13 +202,13 @@ fn string_map<'de, D>(de: D) -> Result<BTreeMap<String, String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    let raw: Option<BTreeMap<String, serde_yaml::Value>> = Option::deserialize(de)?;
+    let raw: Option<BTreeMap<String, yaml_serde::Value>> = Option::deserialize(de)?;
     let mut out = BTreeMap::new();
     for (k, v) in raw.unwrap_or_default() {
         let s = match v {
-            serde_yaml::Value::String(s) => s,
-            serde_yaml::Value::Number(n) => n.to_string(),
-            serde_yaml::Value::Bool(b) => b.to_string(),
+            yaml_serde::Value::String(s) => s,
+            yaml_serde::Value::Number(n) => n.to_string(),
+            yaml_serde::Value::Bool(b) => b.to_string(),
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "config `{k}` must be a string, number or boolean, not {other:?}"

@@ -37,9 +37,13 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// The caller's context (`traceparent`, `tracestate`, `baggage`), empty when absent or invalid.
+/// The caller's context (`traceparent`, `tracestate`, `baggage`), empty when absent or invalid
+/// (then said: a log line and `journey.trace_context.invalid`).
 pub fn extract(headers: &HeaderMap) -> Context {
-    propagator().extract_with_context(&Context::new(), &HeaderExtractor(headers))
+    let carrier = HeaderExtractor(headers);
+    let cx = propagator().extract_with_context(&Context::new(), &carrier);
+    crate::propagation::note_unusable("http", carrier.get("traceparent"), &cx);
+    cx
 }
 
 /// Makes `span` continue the caller's trace when the request carries one. Call it before the

@@ -153,10 +153,41 @@ impl Extractor for KafkaExtractor {
 }
 
 /// The context (remote span + baggage) carried by `headers`; an empty context when there is
-/// none or it is unusable.
+/// none or it is unusable (then said: see [`note_unusable`]).
 pub fn extract_context<H: Headers + ?Sized>(headers: Option<&H>) -> Context {
+    let carrier = KafkaExtractor::new(headers);
     // From an empty context: never inherit whatever span is current on this thread.
-    PROPAGATOR.extract_with_context(&Context::new(), &KafkaExtractor::new(headers))
+    let cx = PROPAGATOR.extract_with_context(&Context::new(), &carrier);
+    note_unusable("kafka", carrier.get("traceparent"), &cx);
+    cx
+}
+
+/// `true` when a `traceparent` was sent but no usable span context came of it.
+pub(crate) fn unusable(traceparent: Option<&str>, extracted: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    traceparent.is_some() && !extracted.span().span_context().is_valid()
+}
+
+/// Says why a trace starts anew instead of continuing the sender's: a log line (at `info`:
+/// anyone can send a bad header, it is no fault here) and `journey.trace_context.invalid`
+/// counted by `carrier` (`http`, `kafka`).
+pub(crate) fn note_unusable(carrier: &'static str, traceparent: Option<&str>, extracted: &Context) {
+    static INVALID: LazyLock<opentelemetry::metrics::Counter<u64>> = LazyLock::new(|| {
+        opentelemetry::global::meter("journey-messaging")
+            .u64_counter("journey.trace_context.invalid")
+            .with_description("Incoming traceparent values that could not be used")
+            .build()
+    });
+    if !unusable(traceparent, extracted) {
+        return;
+    }
+    let value: String = traceparent.unwrap_or_default().chars().take(80).collect();
+    tracing::info!(
+        carrier,
+        traceparent = %value,
+        "invalid traceparent: not continued, a new trace starts here"
+    );
+    INVALID.add(1, &[opentelemetry::KeyValue::new("carrier", carrier)]);
 }
 
 #[cfg(test)]
@@ -189,6 +220,21 @@ mod tests {
         pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
             h.insert(Header { key: k, value: *v })
         })
+    }
+
+    #[test]
+    fn only_a_sent_but_unusable_traceparent_counts_as_invalid() {
+        let garbage = owned(&[("traceparent", Some(b"00-zz-yy-01"))]);
+        assert!(unusable(
+            Some("00-zz-yy-01"),
+            &extract_context(Some(&garbage))
+        ));
+        let good = owned(&[("traceparent", Some(TP.as_bytes()))]);
+        assert!(!unusable(Some(TP), &extract_context(Some(&good))));
+        assert!(
+            !unusable(None, &Context::new()),
+            "no traceparent: nothing invalid"
+        );
     }
 
     const TP: &str = "00-0000000000000000000000000000abcd-00000000000000ef-01";

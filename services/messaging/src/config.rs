@@ -1,11 +1,12 @@
 //! The Kafka client configuration every Journey binary shares.
 
 use rdkafka::ClientConfig;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 
 /// Kafka connection settings (`KAFKA_*` environment variables or `--kafka-*` flags).
 /// `#[command(flatten)]` it into a binary's clap config.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize)]
+#[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct KafkaArgs {
     /// Comma-separated `host:port` list of brokers.
     #[arg(long = "kafka-bootstrap-servers", env = "KAFKA_BOOTSTRAP_SERVERS")]
@@ -18,14 +19,15 @@ pub struct KafkaArgs {
     pub sasl_mechanism: Option<String>,
     #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-    /// Never printed (`--print-config` shows `<redacted>`).
+    /// Never printed: `--print-config` shows `<redacted>`, `Debug` `[REDACTED]`.
     #[arg(
         long = "kafka-sasl-password",
         env = "KAFKA_SASL_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
     #[serde(serialize_with = "redact")]
-    pub sasl_password: Option<String>,
+    pub sasl_password: Option<SecretString>,
     /// CA bundle used to verify the brokers' certificates (`ssl.ca.location`).
     #[arg(long = "kafka-ssl-ca-location", env = "KAFKA_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<String>,
@@ -38,7 +40,11 @@ pub struct KafkaArgs {
     pub debug: Option<String>,
 }
 
-fn redact<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
+fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(_) => s.serialize_str("<redacted>"),
         None => s.serialize_none(),
@@ -90,11 +96,14 @@ impl KafkaArgs {
             ("security.protocol", &self.security_protocol),
             ("sasl.mechanism", &self.sasl_mechanism),
             ("sasl.username", &self.sasl_username),
-            ("sasl.password", &self.sasl_password),
             ("ssl.ca.location", &self.ssl_ca_location),
             ("debug", &self.debug),
         ];
-        for (key, value) in optional {
+        let password = self
+            .sasl_password
+            .as_ref()
+            .map(|p| p.expose_secret().to_string());
+        for (key, value) in optional.into_iter().chain([("sasl.password", &password)]) {
             if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 c.set(key, v);
             }
@@ -207,6 +216,8 @@ mod tests {
             json.contains("<redacted>") && !json.contains("hunter2"),
             "{json}"
         );
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
         assert_eq!(
             args.client_config("relay").get("sasl.password"),
             Some("hunter2")

@@ -181,10 +181,13 @@ impl Lanes {
             && self.bytes_in_flight <= self.max_in_flight_bytes / 2
     }
 
-    /// At the bound, pauses every assigned partition not paused yet; once half of it is done,
-    /// resumes them. Call it after each turn of the main loop.
+    /// At the bound, pauses every assigned partition; once half of it is done, resumes them.
+    /// Call it after each turn of the main loop. While paused, the assignment is not read
+    /// again at every record: a rebalance (eager, the default assignors) revokes every
+    /// partition first, which empties `paused` ([`Lanes::revoke`]), so the next turn at the
+    /// bound pauses the new assignment.
     pub fn backpressure(&mut self) {
-        if self.full() {
+        if self.full() && self.paused.is_empty() {
             let assigned = match self.consumer.assignment() {
                 Ok(tpl) => tpl,
                 Err(e) => {
@@ -275,8 +278,7 @@ impl Lanes {
         let Some(joined) = self.tasks.join_next().await else {
             return std::future::pending().await;
         };
-        let finished = joined.map_err(|e| Error::Worker(e.to_string()))??;
-        self.finish(finished);
+        self.finish(ended(joined)?);
         Ok(())
     }
 
@@ -330,10 +332,7 @@ impl Lanes {
         self.stopping.store(true, Ordering::SeqCst);
         let mut outcome = Ok(());
         while let Some(joined) = self.tasks.join_next().await {
-            match joined
-                .map_err(|e| Error::Worker(e.to_string()))
-                .and_then(|r| r)
-            {
+            match ended(joined) {
                 Ok(finished) => self.finish(finished),
                 Err(e) => {
                     if outcome.is_ok() {
@@ -344,6 +343,13 @@ impl Lanes {
         }
         outcome
     }
+}
+
+/// A record task's end: how it finished, or its error (a panic is one too).
+fn ended(
+    joined: Result<Result<Finished, Error>, tokio::task::JoinError>,
+) -> Result<Finished, Error> {
+    joined.map_err(|e| Error::Worker(e.to_string()))?
 }
 
 #[cfg(test)]

@@ -403,31 +403,8 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
     Ok(out)
 }
 
-/// The offsets `group` has committed on `topic`, by partition (-1: none yet).
-pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, _) in end_offsets(bootstrap, topic)? {
-        tpl.add_partition(topic, p);
-    }
-    let committed = reader.committed_offsets(tpl, Duration::from_secs(5))?;
-    let mut at: Vec<(i32, i64)> = committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => (e.partition(), o),
-            _ => (e.partition(), -1),
-        })
-        .collect();
-    at.sort_unstable();
-    Ok(at)
-}
-
 /// Waits up to `timeout` until `group`'s committed offsets on `topic` reach its end offsets
-/// as they are when called (the group consumed everything there was).
+/// as they are when called (the group consumed everything there was); returns them.
 pub fn wait_committed_to_end(
     bootstrap: &str,
     group: &str,
@@ -436,14 +413,32 @@ pub fn wait_committed_to_end(
 ) -> Result<Vec<(i32, i64)>> {
     let mut ends = end_offsets(bootstrap, topic)?;
     ends.sort_unstable();
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, _) in &ends {
+        tpl.add_partition(topic, *p);
+    }
     let deadline = Instant::now() + timeout;
     loop {
-        let at = committed_offsets(bootstrap, group, topic)?;
+        let committed = reader.committed_offsets(tpl.clone(), Duration::from_secs(5))?;
+        // -1: nothing committed yet.
+        let mut at: Vec<(i32, i64)> = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), o),
+                _ => (e.partition(), -1),
+            })
+            .collect();
+        at.sort_unstable();
         if at.len() == ends.len() && at.iter().zip(&ends).all(|(a, e)| a.1 >= e.1) {
             return Ok(at);
         }
         if Instant::now() > deadline {
-            anyhow::bail!("group {group} committed {at:?} on {topic}, which ends at {ends:?}");
+            bail!("group {group} committed {at:?} on {topic}, which ends at {ends:?}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }

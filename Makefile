@@ -8,7 +8,7 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images test check-ledger clean-ledger demo fmt lint k8s-manifests
+.PHONY: help tools build images test check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ lint: ## Formatting, lines rustfmt left as written, and clippy, warnings as erro
 	$(CARGO) fmt --all -- --check
 	$(CARGO) run --quiet --locked -p journey-tests --bin long-lines -- $$(git ls-files '*.rs')
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+chart-readme: ## Regenerate charts/journey/README.md from values.yaml's `# --` comments (helm-docs)
+	scripts/install-tools.sh helm
+	. $${JOURNEY_CACHE:-$$HOME/.cache/journey}/env.d/helm.env && "$$HELM_DOCS" --chart-search-root charts --skip-version-footer
 
 k8s-manifests: tools ## Re-render k8s/ from the chart
 	scripts/render-k8s.sh

@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
             health_and_readiness_answer_while_kafka_is_reachable,
             a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
             requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing,
+            slow_and_idle_connections_are_closed_and_connections_over_the_limit_wait,
             unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             a_sink_whose_readiness_keeps_failing_past_the_stall_limit_fails_liveness,
@@ -591,6 +592,85 @@ fn requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing
         "only the last message may reach Kafka: {marked:?}"
     );
     Ok(())
+}
+
+/// Reads `conn` to its end (the server closing it), at most `limit`: what arrived and when.
+async fn read_until_closed(
+    conn: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Result<(String, Duration)> {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    tokio::time::timeout(limit, conn.read_to_end(&mut raw))
+        .await
+        .with_context(|| format!("the producer kept the connection open for {limit:?}"))??;
+    Ok((
+        String::from_utf8_lossy(&raw).into_owned(),
+        started.elapsed(),
+    ))
+}
+
+/// Connections cannot pile up: a head sent a byte at a time and an idle keep-alive connection
+/// are closed after `HEADER_READ_TIMEOUT`, and past `MAX_CONNECTIONS` a new connection waits
+/// until one closes.
+fn slow_and_idle_connections_are_closed_and_connections_over_the_limit_wait(
+    api: &Api,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let port = free_port();
+    let mut env = base_env(&api.stack, "producer-connections", port);
+    env.insert("HEADER_READ_TIMEOUT".into(), "1s".into());
+    env.insert("MAX_CONNECTIONS".into(), "2".into());
+    let mut producer = Service::spawn(&api.stack, "producer-connections", "producer", env)?;
+    let addr = format!("127.0.0.1:{port}");
+    block_on(async {
+        producer.wait_for("/healthz").await?;
+        // Give the probe's connection time to close (it went idle: 1 s).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Two connections that never finish their head hold both slots.
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await?;
+            slow.push(conn);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A third connection is not served until one of them is closed.
+        let mut waiting = tokio::net::TcpStream::connect(&addr).await?;
+        waiting.write_all(healthz).await?;
+        let started = Instant::now();
+        for conn in &mut slow {
+            let (got, took) = read_until_closed(conn, Duration::from_secs(5)).await?;
+            say!(
+                "a head sent in part: closed after {took:.1?} ({} bytes answered)",
+                got.len()
+            );
+            ensure!(
+                !got.contains("200 OK"),
+                "an incomplete head was answered: {got:?}"
+            );
+        }
+        let (got, _) = read_until_closed(&mut waiting, Duration::from_secs(5)).await?;
+        let waited = started.elapsed();
+        say!("the connection over MAX_CONNECTIONS=2 was answered after {waited:.1?}");
+        ensure!(
+            got.starts_with("HTTP/1.1 200") && waited >= Duration::from_millis(700),
+            "over the limit, served after {waited:?} (the slow ones hold the slots for 1 s): {got:?}"
+        );
+        // An answered keep-alive connection left idle is closed too.
+        let mut idle = tokio::net::TcpStream::connect(&addr).await?;
+        idle.write_all(healthz).await?;
+        let (got, took) = read_until_closed(&mut idle, Duration::from_secs(5)).await?;
+        say!("an idle keep-alive connection: closed {took:.1?} after its request");
+        ensure!(
+            got.starts_with("HTTP/1.1 200") && took >= Duration::from_millis(700),
+            "idle connection: closed after {took:?}: {got:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 fn an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness(

@@ -22,6 +22,7 @@
 
 pub mod error;
 mod input;
+pub mod server;
 pub mod stall;
 
 use std::net::SocketAddr;
@@ -80,6 +81,15 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
+    /// Most HTTP connections open at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a connection may take to send a complete request head (humantime): slower
+    /// clients, and keep-alive connections idle that long, are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    #[serde(serialize_with = "journey_messaging::serialize_duration")]
+    pub header_read_timeout: Duration,
     /// How long a request body may take to arrive, in all (humantime); a slower upload gets
     /// 408 `request_timeout`.
     #[arg(long, env = "REQUEST_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
@@ -493,10 +503,14 @@ pub async fn run(
         max_concurrent_requests: config.max_concurrent_requests as usize,
         request_body_timeout: config.request_body_timeout,
     };
-    axum::serve(listener, router(app, limits))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)?;
+    let connections = server::ConnectionLimits {
+        max_connections: config.max_connections as usize,
+        header_read_timeout: config.header_read_timeout,
+        // A request accepted just before the signal needs at most its body's time and the
+        // broker's ack.
+        drain_timeout: config.request_body_timeout + timeout,
+    };
+    server::serve(listener, router(app, limits), connections, shutdown).await;
     tracing::info!("HTTP server stopped; flushing the Kafka producer");
     let flushed =
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;

@@ -562,7 +562,10 @@ mod tests {
     #[test]
     fn the_config_document_lists_clap_and_telemetry_env_and_leaves_out_what_config_skips() {
         use clap::{CommandFactory, Parser};
-        let demo = Demo::parse_from(["demo", "--secret", "hunter2"]);
+        // Whatever the caller's environment holds: the default and the flag are what is read.
+        let demo = temp_env::with_vars_unset(["DEMO_ADDR", "DEMO_SECRET"], || {
+            Demo::parse_from(["demo", "--secret", "hunter2"])
+        });
         let s = TelemetrySettings::from_lookup("demo", lookup(&[])).unwrap();
         let doc = config_document(&demo, &s, &Demo::command()).unwrap();
         assert!(doc["config"].get("secret").is_none(), "{doc}");

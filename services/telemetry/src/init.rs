@@ -64,6 +64,20 @@ impl Drop for TelemetryGuard {
 /// Targets whose spans never go to OpenTelemetry (the exporter's own HTTP/gRPC stack).
 const OTEL_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
 
+/// The OTLP exporter `$kind` (`SpanExporter`, `MetricExporter`: builders with no common trait)
+/// over `$protocol`'s transport.
+macro_rules! otlp_exporter {
+    ($kind:ident, $protocol:expr) => {
+        match $protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::$kind::builder().with_tonic().build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .build(),
+        }
+    };
+}
+
 /// Installs the global `tracing` subscriber and OpenTelemetry providers. Call it once, inside
 /// a Tokio runtime (the gRPC exporter needs one), before the service starts.
 ///
@@ -85,31 +99,15 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, Error> {
         .with_service_name(settings.service_name.clone())
         .build();
 
-    let span_exporter = match settings.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .build(),
-    }
-    .map_err(Error::SpanExporter)?;
+    let span_exporter =
+        otlp_exporter!(SpanExporter, settings.otlp_protocol).map_err(Error::SpanExporter)?;
     let tracer_provider = SdkTracerProvider::builder()
         .with_resource(resource.clone())
         .with_batch_exporter(span_exporter)
         .build();
 
-    let metric_exporter = match settings.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .build(),
-    }
-    .map_err(Error::MetricExporter)?;
+    let metric_exporter =
+        otlp_exporter!(MetricExporter, settings.otlp_protocol).map_err(Error::MetricExporter)?;
     let meter_provider = SdkMeterProvider::builder()
         .with_resource(resource)
         .with_reader(PeriodicReader::builder(metric_exporter).build())

@@ -378,46 +378,54 @@ impl ControlPlane {
     }
 
     async fn wait_full_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            for p in [
-                &mut self.controller_manager,
-                &mut self.scheduler,
-                &mut self.kwok,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                p.ensure_running()?;
-            }
-            let node = self.kubectl([
-                "get",
-                "node",
-                FAKE_NODE,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])?;
-            let sa = self.kubectl([
-                "get",
-                "serviceaccount",
-                "default",
-                "-n",
-                "default",
-                "-o",
-                "name",
-            ])?;
-            let node_ready = String::from_utf8_lossy(&node.stdout).trim() == "True";
-            if node_ready && sa.status.success() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "control plane: node {FAKE_NODE} Ready={node_ready}, default ServiceAccount exists={} after {READY_TIMEOUT:?}",
-                    sa.status.success()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until(
+            &format!("control plane: node {FAKE_NODE} and the default ServiceAccount"),
+            READY_TIMEOUT,
+            || {
+                let ready = self.full_ready();
+                async move { ready }
+            },
+        )
+        .await
+    }
+
+    /// `Ok(true)` once the fake node is Ready and the `default` ServiceAccount exists, else
+    /// what is missing; [`Exited`](crate::process::Exited) when a component stopped.
+    fn full_ready(&mut self) -> Result<bool> {
+        for p in [
+            &mut self.controller_manager,
+            &mut self.scheduler,
+            &mut self.kwok,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            p.ensure_running()?;
         }
+        let node = self.kubectl([
+            "get",
+            "node",
+            FAKE_NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])?;
+        let sa = self.kubectl([
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            "default",
+            "-o",
+            "name",
+        ])?;
+        let node_ready = String::from_utf8_lossy(&node.stdout).trim() == "True";
+        if node_ready && sa.status.success() {
+            return Ok(true);
+        }
+        bail!(
+            "node {FAKE_NODE} Ready={node_ready}, default ServiceAccount exists={}",
+            sa.status.success()
+        )
     }
 
     /// The admin kubeconfig (token auth, the API server's self-signed CA).

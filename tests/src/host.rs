@@ -175,6 +175,9 @@ mod tests {
 
     #[test]
     fn a_process_is_found_by_a_path_on_its_command_line() {
+        use crate::wait::{NotYet, deadline};
+        use backon::BlockingRetryable as _;
+
         let marker = std::env::temp_dir().join(format!("journey-marker-{}", std::process::id()));
         // The marker is the shell's $0: on the command line, unused. The shell waits on a
         // builtin (`read` from a pipe), so no second process (a fork) carries the marker.
@@ -186,14 +189,17 @@ mod tests {
             .spawn()
             .expect("sh");
         // The child is listed once it has exec'd its command line.
-        let mut found = Vec::new();
-        for _ in 0..100 {
-            found = processes_naming(&marker);
-            if !found.is_empty() {
-                break;
+        let found = (|| {
+            let found = processes_naming(&marker);
+            if found.is_empty() {
+                Err(NotYet)
+            } else {
+                Ok(found)
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
+        .retry(deadline(Duration::from_secs(2), Duration::from_millis(20)))
+        .call()
+        .unwrap_or_default();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(kill_processes_naming(&marker), 1);
         child.wait().expect("wait");

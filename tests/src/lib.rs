@@ -17,6 +17,7 @@
 //! - [`zipkin`]: a small client for Zipkin's query API.
 //! - [`controlplane`]: a real Kubernetes control plane (etcd, kube-apiserver; optionally
 //!   controller-manager, scheduler and kwok with a fake node) for the chart tests.
+//! - [`wait`]: waiting with a deadline (on `backon`), written once.
 //! - [`runner`]: the custom test main every integration test binary uses: one stack per binary,
 //!   named tests, component logs printed when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +35,7 @@ pub mod runner;
 pub mod services;
 pub mod stack;
 pub mod tools;
+pub mod wait;
 pub mod zipkin;
 
 /// The repository root (the workspace this crate belongs to).

@@ -21,9 +21,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use backon::{BlockingRetryable as _, Retryable as _};
 
 use crate::say;
+use crate::wait::{NotYet, deadline};
 
 /// A child process owned by the harness. Dropping it stops it (and its process group).
 #[derive(Debug)]
@@ -101,14 +103,16 @@ impl Managed {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Fails with the log tail if the process has already exited.
+    /// Fails with [`Exited`] (and the log tail) if the process has already exited: a wait
+    /// ([`wait_until`]) then stops at once.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.try_exit() {
-            bail!(
-                "{} exited early ({status}); last log lines:\n{}",
-                self.name,
-                self.tail(40)
-            );
+            return Err(Exited {
+                name: self.name.clone(),
+                status,
+                tail: self.tail(40),
+            }
+            .into());
         }
         Ok(())
     }
@@ -124,17 +128,12 @@ impl Managed {
 
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_exit() {
-                self.join_pumps();
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("{} did not exit within {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = (|| self.try_exit().ok_or(NotYet))
+            .retry(deadline(timeout, Duration::from_millis(50)))
+            .call()
+            .with_context(|| format!("{} did not exit within {timeout:?}", self.name))?;
+        self.join_pumps();
+        Ok(status)
     }
 
     /// Stops the process group: SIGTERM, up to `grace`, then SIGKILL; always reaps.
@@ -145,22 +144,21 @@ impl Managed {
         let pgid = child.id() as libc::pid_t;
         if child.try_wait().ok().flatten().is_none() && !self.grace.is_zero() {
             sys::kill(-pgid, libc::SIGTERM);
-            let deadline = Instant::now() + self.grace;
-            while Instant::now() < deadline {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
+            // NotYet at the end of the grace: the SIGKILL below ends it.
+            let _ = (|| child.try_wait().ok().flatten().ok_or(NotYet))
+                .retry(deadline(self.grace, Duration::from_millis(25)))
+                .call();
         }
         // Kill whatever is left of the group (also children of an exited leader).
         sys::kill(-pgid, libc::SIGKILL);
+        // Reaping a killed child fails only when it was reaped already.
         let _ = child.wait();
         self.join_pumps();
     }
 
     fn join_pumps(&mut self) {
         for p in self.pumps.drain(..) {
+            // A panicked pump thread has only lost log lines; the process is gone either way.
             let _ = p.join();
         }
     }
@@ -185,6 +183,8 @@ fn pump(
             let Ok(line) = line else { break };
             let text = String::from_utf8_lossy(&line);
             if let Ok(mut f) = file.lock() {
+                // A log line that cannot be written (disk full) must not stop the pump, which
+                // keeps the child's pipe drained.
                 let _ = writeln!(f, "{text}");
             }
             if stream {
@@ -218,40 +218,67 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` until it returns `Ok(true)` or `timeout` passes, printing a progress line
-/// every few seconds with the last reason it was not ready. `what` names the component.
+/// every few seconds with the last reason it was not ready. `what` names the component. An
+/// error is a reason to wait on, except [`Exited`] (a process the wait depends on is gone),
+/// which ends the wait at once.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
     let start = Instant::now();
-    let mut last_report = Instant::now();
-    let mut last_reason;
-    loop {
-        match check().await {
-            Ok(true) => {
-                say!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
-                return Ok(());
-            }
-            Ok(false) => last_reason = "not ready yet".into(),
-            Err(e) => last_reason = format!("{e:#}"),
-        }
-        if start.elapsed() >= timeout {
-            return Err(anyhow!(
-                "{what}: not ready after {timeout:?} (last: {last_reason})"
-            ));
-        }
+    let mut last_report = start;
+    let outcome = (|| {
+        let ready = check();
+        async move { Ok::<_, anyhow::Error>(crate::wait::ready(ready.await?)?) }
+    })
+    .retry(deadline(timeout, Duration::from_millis(200)))
+    .when(|e: &anyhow::Error| !exited(e))
+    .notify(|e, _| {
         if last_report.elapsed() >= Duration::from_secs(3) {
             say!(
-                "{what}: waiting ({:.0}s/{:.0}s): {last_reason}",
+                "{what}: waiting ({:.0}s/{:.0}s): {e:#}",
                 start.elapsed().as_secs_f64(),
                 timeout.as_secs_f64()
             );
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    match outcome {
+        Ok(()) => {
+            say!("{what}: ready after {:.1}s", start.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Err(e) if exited(&e) => Err(e.context(format!("{what}: not ready"))),
+        Err(e) => Err(e.context(format!("{what}: not ready after {timeout:?}"))),
     }
 }
+
+/// `true` when `e` is (or was caused by) [`Exited`].
+fn exited(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Exited>())
+}
+
+/// A harness process exited while something waited on it ([`Managed::ensure_running`]).
+#[derive(Debug)]
+pub struct Exited {
+    name: String,
+    status: std::process::ExitStatus,
+    tail: String,
+}
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} exited early ({}); last log lines:\n{}",
+            self.name, self.status, self.tail
+        )
+    }
+}
+
+impl std::error::Error for Exited {}
 
 /// Runs `cmd` as component `name` to its end (at most `timeout`; its process group is killed
 /// after that), its output captured in `<logs_dir>/<name>.log` (streamed with `TEST_LOG=1`).
@@ -324,6 +351,7 @@ mod spawner {
                 .spawn(move || {
                     for (mut cmd, reply) in rx {
                         super::sys::prepare(&mut cmd);
+                        // The caller waits on the reply; gone, it no longer needs it.
                         let _ = reply.send(cmd.spawn());
                     }
                 })
@@ -374,10 +402,58 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::ensure;
 
     #[test]
     fn free_port_never_hands_out_the_same_port_twice() {
         let ports: std::collections::HashSet<u16> = (0..50).map(|_| free_port()).collect();
         assert_eq!(ports.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_wait_retries_failed_checks_until_one_passes() {
+        let mut calls = 0;
+        wait_until("thing", Duration::from_secs(10), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                ensure!(n > 1, "connection refused");
+                Ok(n == 3)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_at_once_when_a_process_it_depends_on_exited() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let started = Instant::now();
+        let e = wait_until("thing", Duration::from_secs(30), || async {
+            let gone = Exited {
+                name: "kafka".into(),
+                status: std::process::ExitStatus::from_raw(1 << 8),
+                tail: "out of memory".into(),
+            };
+            Err(anyhow::Error::new(gone).context("checking"))
+        })
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = format!("{e:#}");
+        assert!(text.contains("kafka exited early") && text.contains("out of memory"));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_times_out_names_the_component_and_the_last_reason() {
+        let e = wait_until("thing", Duration::from_millis(300), || async {
+            bail!("connection refused")
+        })
+        .await
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.starts_with("thing: not ready after 300ms"), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
     }
 }

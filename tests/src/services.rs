@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use backon::BlockingRetryable as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -24,6 +25,7 @@ use serde_json::Value;
 use crate::process::{Managed, free_port, wait_until};
 use crate::runner::Fixture;
 use crate::stack::Stack;
+use crate::wait::{NotYet, deadline, ready};
 use crate::zipkin::{Span, ZipkinApi};
 use crate::{repo_root, say};
 
@@ -421,11 +423,11 @@ pub fn wait_committed_to_end(
     for (p, _) in &ends {
         tpl.add_partition(topic, *p);
     }
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut at: Vec<(i32, i64)> = Vec::new();
+    let caught_up = (|| -> Result<()> {
         let committed = reader.committed_offsets(tpl.clone(), Duration::from_secs(5))?;
         // -1: nothing committed yet.
-        let mut at: Vec<(i32, i64)> = committed
+        at = committed
             .elements()
             .iter()
             .map(|e| match e.offset() {
@@ -434,13 +436,19 @@ pub fn wait_committed_to_end(
             })
             .collect();
         at.sort_unstable();
-        if at.len() == ends.len() && at.iter().zip(&ends).all(|(a, e)| a.1 >= e.1) {
-            return Ok(at);
+        Ok(ready(
+            at.len() == ends.len() && at.iter().zip(&ends).all(|(a, e)| a.1 >= e.1),
+        )?)
+    })
+    .retry(deadline(timeout, Duration::from_millis(500)))
+    .when(|e| e.is::<NotYet>())
+    .call();
+    match caught_up {
+        Ok(()) => Ok(at),
+        Err(e) if e.is::<NotYet>() => {
+            bail!("group {group} committed {at:?} on {topic}, which ends at {ends:?}")
         }
-        if Instant::now() > deadline {
-            bail!("group {group} committed {at:?} on {topic}, which ends at {ends:?}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        Err(e) => Err(e),
     }
 }
 

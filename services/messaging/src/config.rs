@@ -224,39 +224,66 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_args_read_every_kafka_variable_and_require_the_bootstrap_servers() {
+    /// Parses `args` with the `KAFKA_*` variables the args read set as `env` says and every
+    /// other one unset, whatever the caller's environment holds.
+    fn parse_with(env: &[(&str, &str)], args: &[&str]) -> Result<Bin, clap::Error> {
         use clap::CommandFactory;
-        let envs: Vec<String> = Bin::command()
+        let vars: Vec<(String, Option<&str>)> = Bin::command()
             .get_arguments()
-            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .filter_map(|a| a.get_env())
+            .map(|var| {
+                let value = env.iter().find(|(k, _)| var == *k).map(|(_, v)| *v);
+                (var.to_string_lossy().into_owned(), value)
+            })
             .collect();
-        for v in [
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "KAFKA_SECURITY_PROTOCOL",
-            "KAFKA_SASL_MECHANISM",
-            "KAFKA_SASL_USERNAME",
-            "KAFKA_SASL_PASSWORD",
-            "KAFKA_SSL_CA_LOCATION",
-            "KAFKA_CLIENT_ID",
-            "KAFKA_DEBUG",
+        temp_env::with_vars(vars, || Bin::try_parse_from(args))
+    }
+
+    #[test]
+    fn the_args_read_every_kafka_variable() {
+        let env = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "env:1"),
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_SASL_USERNAME", "user"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+            ("KAFKA_SSL_CA_LOCATION", "/ca.pem"),
+            ("KAFKA_CLIENT_ID", "custom"),
+            ("KAFKA_DEBUG", "cgrp"),
+        ];
+        let c = parse_with(&env, &["bin"]).unwrap().kafka.client_config("p");
+        for (key, value) in [
+            ("bootstrap.servers", "env:1"),
+            ("security.protocol", "ssl"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "user"),
+            ("sasl.password", "hunter2"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("client.id", "custom"),
+            ("debug", "cgrp"),
         ] {
-            assert!(envs.iter().any(|e| e == v), "{v} not read");
+            assert_eq!(c.get(key), Some(value), "{key}");
         }
-        assert!(
-            Bin::try_parse_from(["bin"]).is_err()
-                || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some()
-        );
-        let bin = Bin::try_parse_from([
-            "bin",
-            "--kafka-bootstrap-servers",
-            "a:1",
-            "--kafka-security-protocol",
-            "sasl_ssl",
-        ])
+    }
+
+    #[test]
+    fn the_bootstrap_servers_are_required_and_flags_win_over_the_environment() {
+        assert!(parse_with(&[], &["bin"]).is_err());
+        let bin = parse_with(
+            &[("KAFKA_SECURITY_PROTOCOL", "plaintext")],
+            &[
+                "bin",
+                "--kafka-bootstrap-servers",
+                "a:1",
+                "--kafka-security-protocol",
+                "sasl_ssl",
+            ],
+        )
         .unwrap();
         let c = bin.kafka.producer_config("p", 5000);
+        assert_eq!(c.get("bootstrap.servers"), Some("a:1"));
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), None);
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("message.timeout.ms"), Some("5000"));

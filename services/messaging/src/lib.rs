@@ -12,7 +12,8 @@
 //! - [`readiness`]: the Kafka check behind the services' `/readyz`.
 //! - [`health`]: `/healthz` and `/readyz` for every service holding a Kafka client, with the
 //!   liveness rule for a wedged client.
-//! - [`http`]: the same for HTTP requests (`traceparent` in, `traceresponse` out).
+//! - [`http`]: the same for HTTP requests (`traceparent` in, `traceresponse` out), on
+//!   `opentelemetry-http`'s `HeaderMap` carriers.
 //! - [`spans`]: `send {topic}` (PRODUCER) and `process {topic}` (CONSUMER) spans named and
 //!   attributed per the current messaging semantic conventions, a traced send helper, and
 //!   [`TraceMode`] (parent | link | both) for consumers.
@@ -26,6 +27,8 @@ pub mod http;
 pub mod propagation;
 pub mod readiness;
 pub mod spans;
+#[cfg(test)]
+mod testing;
 
 pub use config::{KafkaArgs, KafkaEndpoint, serialize_duration};
 pub use propagation::{extract_context, inject_context};

@@ -153,7 +153,7 @@ impl Extractor for KafkaExtractor {
 }
 
 /// The context (remote span + baggage) carried by `headers`; an empty context when there is
-/// none or it is unusable (then said: see [`note_unusable`]).
+/// none or it is unusable (then said: a log line and `journey.trace_context.invalid`).
 pub fn extract_context<H: Headers + ?Sized>(headers: Option<&H>) -> Context {
     let carrier = KafkaExtractor::new(headers);
     // From an empty context: never inherit whatever span is current on this thread.

@@ -421,6 +421,7 @@ pub async fn send_traced(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::otel_subscriber;
     use rdkafka::message::{Header, OwnedMessage, Timestamp};
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -530,19 +531,6 @@ mod tests {
             1,
             7,
             Some(headers),
-        )
-    }
-
-    fn otel_subscriber() -> (
-        impl tracing::Subscriber + Send + Sync,
-        opentelemetry_sdk::trace::SdkTracerProvider,
-    ) {
-        use opentelemetry::trace::TracerProvider as _;
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        let tracer = provider.tracer("test");
-        (
-            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer)),
-            provider,
         )
     }
 

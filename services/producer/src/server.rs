@@ -5,7 +5,7 @@
 //!   memory here).
 //! - A connection that has not sent a complete request head within `header_read_timeout` is
 //!   closed: a client sending its headers a byte at a time, and an idle keep-alive connection,
-//!   alike (hyper starts that timer as soon as it waits for a head).
+//!   alike, and one that sends nothing (hyper starts that timer as soon as it waits for a head).
 //! - On shutdown the listener closes, idle connections close at once, requests in progress
 //!   finish; after `drain_timeout` whatever is still open is dropped.
 
@@ -16,8 +16,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -46,16 +46,12 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: protocol detection (for cleartext HTTP/2) would wait for a first byte
+    // with no timeout at all, and no client of this API speaks HTTP/2 without TLS.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let service = router.map_request(|req: Request<Incoming>| req.map(axum::body::Body::new));
@@ -81,9 +77,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let hyper_service = TowerToHyperService::new(service.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), hyper_service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

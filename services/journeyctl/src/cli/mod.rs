@@ -382,3 +382,6 @@ pub fn wait_plan(t: &WaitTargets, namespace: String, kafka: Option<&KafkaArgs>) 
 pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,12 +20,14 @@ pub use values::{ValueError, parse_duration, parse_json, positive_duration, posi
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (verify: PASS)
-  1  verify: FAIL; load: some messages failed; other runtime failures
-  2  bad usage or configuration (flags, environment, topics file)
+  1  verify: FAIL; load: some messages failed; journey: trace not found
+  2  bad usage or configuration (flags, environment, topics file, malformed trace id)
   3  wait: timed out (the message names what was not ready)
   4  the Kubernetes API refused access (RBAC: check the Role)
   5  a dependency could not be reached (Kubernetes API, Zipkin, the producer, Kafka)
-  6  seed: Kafka refused a topic change";
+  6  seed: Kafka refused a topic change
+
+A failure prints one report on stderr: what failed and why, then what to do.";
 
 /// journeyctl: wait for the Journey stack, seed its Kafka topics, verify and show a message's
 /// journey through Kafka, and generate load.

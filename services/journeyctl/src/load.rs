@@ -1,11 +1,14 @@
 //! `load`: drive the producer at a steady rate and summarise what happened.
+//!
+//! Latencies go into an HDR histogram (microseconds, 3 significant digits); on a terminal an
+//! `indicatif` bar shows progress on stderr, elsewhere a line every 5 s does.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -18,8 +21,17 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// At most this many requests in flight.
     pub concurrency: usize,
-    /// Progress bar on stderr (a bar on a TTY, a line every 5 s otherwise).
+    /// Progress on stderr (a bar on a terminal, a line every 5 s otherwise).
     pub progress: bool,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the latency histogram cannot be created")]
+    Histogram(#[source] hdrhistogram::CreationError),
+    #[error("the progress bar's template is invalid")]
+    ProgressTemplate(#[source] indicatif::style::TemplateError),
 }
 
 /// What a run did. `sent` = requests made; `acked` = 202 answers (the broker acked);
@@ -64,56 +76,135 @@ impl std::fmt::Display for LoadSummary {
     }
 }
 
-/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// The longest latency the histogram tells apart (longer ones count as this): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// What the answers said so far.
+#[derive(Debug)]
+struct Tally {
+    sent: u64,
+    acked: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, LoadError> {
+        Ok(Tally {
+            sent: 0,
+            acked: 0,
+            errors: 0,
+            error_kinds: BTreeMap::new(),
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .map_err(LoadError::Histogram)?,
+        })
     }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+
+    fn record_latency(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.saturating_record(us);
+    }
+
+    fn record_error(&mut self, kind: String) {
+        self.errors += 1;
+        *self.error_kinds.entry(kind).or_default() += 1;
+    }
+
+    /// `acked` and `errors`, as the progress bar's message says them.
+    fn progress_message(&self) -> String {
+        format!("{} acked  {} errors", self.acked, self.errors)
+    }
+
+    fn summary(&self, run_id: String, elapsed: Duration) -> LoadSummary {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let h = &self.latency_us;
+        LoadSummary {
+            run_id,
+            sent: self.sent,
+            acked: self.acked,
+            errors: self.errors,
+            error_kinds: self.error_kinds.clone(),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            achieved_rate: self.sent as f64 / elapsed.as_secs_f64().max(0.001),
+            latency_ms_p50: ms(h.value_at_quantile(0.50)),
+            latency_ms_p90: ms(h.value_at_quantile(0.90)),
+            latency_ms_p99: ms(h.value_at_quantile(0.99)),
+            latency_ms_max: ms(h.max()),
+        }
+    }
+}
+
+/// The bar on a terminal (`[###   ] 12/100 sent  11 acked  0 errors`), hidden elsewhere.
+fn progress_bar(total: u64, show: bool) -> Result<ProgressBar, LoadError> {
+    if !show {
+        return Ok(ProgressBar::hidden());
+    }
+    let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} sent  {msg}")
+        .map_err(LoadError::ProgressTemplate)?
+        .progress_chars("# ");
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(style);
+    Ok(bar)
+}
+
+/// Off a terminal: `load: 12/100 sent, 11 acked, 0 errors` every 5 s until aborted.
+fn progress_lines(bar: ProgressBar, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let t = tally.lock().await;
+            let total = bar.length().unwrap_or_default();
+            eprintln!(
+                "load: {}/{total} sent, {} acked, {} errors",
+                t.sent, t.acked, t.errors
+            );
+        }
+    })
+}
+
+/// Sends one message and counts what the producer answered.
+async fn send_one(client: ProducerClient, msg: serde_json::Value, tally: Arc<Mutex<Tally>>) {
+    let outcome = client.post(&msg).await;
+    let mut t = tally.lock().await;
+    match outcome {
+        Ok(p) => {
+            t.record_latency(p.latency);
+            if p.acked() {
+                t.acked += 1;
+            } else {
+                t.record_error(format!("HTTP {}", p.status));
+            }
+        }
+        Err(e) if e.is_timeout() => t.record_error("timeout".to_string()),
+        Err(e) if e.is_connect() => t.record_error("connection failed".to_string()),
+        Err(e) => t.record_error(format!("request failed: {e}")),
+    }
+}
+
+/// Counts a send task that did not finish (it panicked): never silently.
+async fn joined(result: Result<(), tokio::task::JoinError>, tally: &Mutex<Tally>) {
+    if let Err(e) = result {
+        tally
+            .lock()
+            .await
+            .record_error(format!("journeyctl's send task failed: {e}"));
+    }
 }
 
 /// Runs the load. Every message is `{"key": "<run>-<n>", "payload": {"run": .., "seq": n}}`.
 #[tracing::instrument(name = "load", skip_all, fields(rate = opts.rate, duration = ?opts.duration))]
-pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> LoadSummary {
+pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> Result<LoadSummary, LoadError> {
     let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
-    let run_id = format!("{:08x}", rand_u32());
-    let sent = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let kinds: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let tally = Arc::new(Mutex::new(Tally::new()?));
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let bar = progress_bar(total, opts.progress)?;
+    let lines =
+        (opts.progress && bar.is_hidden()).then(|| progress_lines(bar.clone(), tally.clone()));
     let started = Instant::now();
-
-    let bar = opts.progress.then(|| {
-        let (sent, acked, errors) = (sent.clone(), acked.clone(), errors.clone());
-        let tty = std::io::stderr().is_terminal();
-        tokio::spawn(async move {
-            let mut last_line = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let s = sent.load(Ordering::Relaxed);
-                let (a, e) = (
-                    acked.load(Ordering::Relaxed),
-                    errors.load(Ordering::Relaxed),
-                );
-                if tty {
-                    let width = 30usize;
-                    let filled = ((s as f64 / total as f64) * width as f64) as usize;
-                    eprint!(
-                        "\r[{}{}] {s}/{total} sent  {a} acked  {e} errors ",
-                        "#".repeat(filled.min(width)),
-                        " ".repeat(width - filled.min(width))
-                    );
-                    let _ = std::io::stderr().flush();
-                } else if last_line.elapsed() >= Duration::from_secs(5) {
-                    eprintln!("load: {s}/{total} sent, {a} acked, {e} errors");
-                    last_line = Instant::now();
-                }
-            }
-        })
-    });
 
     let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
     let mut tasks = tokio::task::JoinSet::new();
@@ -123,83 +214,28 @@ pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> LoadSummary {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let client = client.clone();
-        let (sent, acked, errors, kinds, latencies) = (
-            sent.clone(),
-            acked.clone(),
-            errors.clone(),
-            kinds.clone(),
-            latencies.clone(),
-        );
-        let run_id = run_id.clone();
+        let msg = serde_json::json!({"key": format!("{run_id}-{n}"), "payload": {"run": run_id, "seq": n}});
+        tally.lock().await.sent += 1;
+        bar.inc(1);
+        let (client, counted, bar) = (client.clone(), tally.clone(), bar.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            let msg = serde_json::json!({"key": format!("{run_id}-{n}"), "payload": {"run": run_id, "seq": n}});
-            sent.fetch_add(1, Ordering::Relaxed);
-            let kind = match client.post(&msg).await {
-                Ok(p) => {
-                    latencies.lock().await.push(p.latency.as_secs_f64() * 1000.0);
-                    if p.acked() {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                        None
-                    } else {
-                        Some(format!("HTTP {}", p.status))
-                    }
-                }
-                Err(e) if e.is_timeout() => Some("timeout".to_string()),
-                Err(e) if e.is_connect() => Some("connection failed".to_string()),
-                Err(e) => Some(format!("request failed: {e}")),
-            };
-            if let Some(k) = kind {
-                errors.fetch_add(1, Ordering::Relaxed);
-                *kinds.lock().await.entry(k).or_default() += 1;
-            }
+            send_one(client, msg, counted.clone()).await;
+            bar.set_message(counted.lock().await.progress_message());
         });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-    if let Some(bar) = bar {
-        bar.abort();
-        if std::io::stderr().is_terminal() {
-            let (s, a, e) = (
-                sent.load(Ordering::Relaxed),
-                acked.load(Ordering::Relaxed),
-                errors.load(Ordering::Relaxed),
-            );
-            eprintln!(
-                "\r[{}] {s}/{total} sent  {a} acked  {e} errors ",
-                "#".repeat(30)
-            );
+        while let Some(r) = tasks.try_join_next() {
+            joined(r, &tally).await;
         }
     }
-    let elapsed = started.elapsed();
-    let mut lat = latencies.lock().await.clone();
-    lat.sort_by(f64::total_cmp);
-    let sent = sent.load(Ordering::Relaxed);
-    let error_kinds = kinds.lock().await.clone();
-    LoadSummary {
-        run_id,
-        sent,
-        acked: acked.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
-        error_kinds,
-        elapsed_ms: elapsed.as_millis() as u64,
-        achieved_rate: sent as f64 / elapsed.as_secs_f64().max(0.001),
-        latency_ms_p50: percentile(&lat, 0.50),
-        latency_ms_p90: percentile(&lat, 0.90),
-        latency_ms_p99: percentile(&lat, 0.99),
-        latency_ms_max: lat.last().copied().unwrap_or(0.0),
+    while let Some(r) = tasks.join_next().await {
+        joined(r, &tally).await;
     }
-}
-
-fn rand_u32() -> u32 {
-    // No rand dependency: the clock's nanoseconds mixed with the pid are unique enough for a run id.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    let x = t ^ (u64::from(std::process::id()) << 32);
-    (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
+    if let Some(lines) = lines {
+        lines.abort();
+    }
+    bar.finish();
+    let summary = tally.lock().await.summary(run_id, started.elapsed());
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -208,12 +244,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.9), 90.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+    fn the_summary_gives_latency_percentiles_in_milliseconds() {
+        let mut t = Tally::new().unwrap();
+        for ms in 1..=100 {
+            t.record_latency(Duration::from_millis(ms));
+        }
+        t.sent = 100;
+        t.acked = 100;
+        let s = t.summary("run".into(), Duration::from_secs(2));
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 0.002;
+        assert!(close(s.latency_ms_p50, 50.0), "{s:?}");
+        assert!(close(s.latency_ms_p90, 90.0), "{s:?}");
+        assert!(close(s.latency_ms_p99, 99.0), "{s:?}");
+        assert!(close(s.latency_ms_max, 100.0), "{s:?}");
+        assert_eq!(s.achieved_rate, 50.0);
+        assert_eq!((s.sent, s.acked, s.errors), (100, 100, 0));
+    }
+
+    #[test]
+    fn a_run_without_answers_reports_zero_latencies() {
+        let s = Tally::new()
+            .unwrap()
+            .summary("run".into(), Duration::from_secs(1));
+        assert_eq!(
+            (s.latency_ms_p50, s.latency_ms_p99, s.latency_ms_max),
+            (0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_kind() {
+        let mut t = Tally::new().unwrap();
+        t.record_error("HTTP 503".into());
+        t.record_error("HTTP 503".into());
+        t.record_error("timeout".into());
+        let s = t.summary("run".into(), Duration::from_secs(1));
+        assert_eq!(s.errors, 3);
+        assert_eq!(
+            s.error_kinds,
+            [("HTTP 503".to_string(), 2), ("timeout".to_string(), 1)].into()
+        );
+        assert!(s.to_string().contains("  2 × HTTP 503"), "{s}");
     }
 }

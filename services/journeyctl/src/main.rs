@@ -3,13 +3,19 @@
 use std::process::ExitCode;
 
 use journey_telemetry::TelemetrySettings;
-use journeyctl::exit;
+use journeyctl::{Error, exit};
+
+/// Prints the error with its causes and what to do, once; its exit code.
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{}", journeyctl::error::report(e));
+    ExitCode::from(e.exit_code())
+}
 
 fn main() -> ExitCode {
     let cli = journeyctl::cli::parse();
     let mut settings = match TelemetrySettings::from_env("journeyctl") {
         Ok(s) => s,
-        Err(e) => return ExitCode::from(journeyctl::cli::usage_error(e)),
+        Err(e) => return fail(&Error::Telemetry(e)),
     };
     // A command-line tool: quiet logs unless RUST_LOG asks, and no exporter (and no export
     // errors) unless an OTLP endpoint is configured.
@@ -34,9 +40,14 @@ fn main() -> ExitCode {
     match journey_telemetry::run_with_telemetry("journeyctl", &settings, || {
         journeyctl::app::run(cli)
     }) {
-        Ok(code) => ExitCode::from(code),
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail(&e),
+        // The runtime or telemetry could not start (the message names which).
         Err(message) => {
             eprintln!("{message}");
+            eprintln!(
+                "journeyctl: what to do: fix or unset the OTEL_* / RUST_LOG settings named above"
+            );
             ExitCode::from(exit::USAGE)
         }
     }

@@ -69,7 +69,9 @@ impl ProducerClient {
                 .await?;
             let status = resp.status().as_u16();
             tracing::Span::current().record("http.response.status_code", status);
-            let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+            // A body that is not JSON (a proxy's error page) is kept as text.
+            let text = resp.text().await?;
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
             Ok(Posted {
                 status,
                 body,

@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::Retryable as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
@@ -230,8 +231,49 @@ pub enum SeedError {
         op: &'static str,
         code: RDKafkaErrorCode,
     },
-    #[error("topic `{topic}`: {why}")]
-    Inconsistent { topic: String, why: String },
+    #[error(
+        "topic `{topic}`: config `{config}` is set but its value is hidden (sensitive): \
+         AlterConfigs would reset it, so seeding will not change this topic's configs"
+    )]
+    HiddenConfig { topic: String, config: String },
+    #[error("topic `{topic}`: not in the cluster's metadata {} after it was created", humantime::format_duration(*.after))]
+    NotVisible { topic: String, after: Duration },
+    #[error("the metadata request's task failed")]
+    MetadataTask(#[source] tokio::task::JoinError),
+}
+
+impl SeedError {
+    /// 2 for invalid topics, 5 when Kafka cannot be reached, 6 when it refused a change.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SeedError::Invalid(_) => crate::exit::USAGE,
+            SeedError::Client(_) | SeedError::Metadata(_) | SeedError::MetadataTask(_) => {
+                crate::exit::UNAVAILABLE
+            }
+            SeedError::Admin { .. }
+            | SeedError::Topic { .. }
+            | SeedError::HiddenConfig { .. }
+            | SeedError::NotVisible { .. } => crate::exit::SEED_FAILED,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SeedError::Invalid(_) => "fix the topic named above in TOPICS_FILE or TOPICS (--topic)",
+            SeedError::Client(_) | SeedError::Metadata(_) | SeedError::MetadataTask(_) => {
+                "check KAFKA_BOOTSTRAP_SERVERS (and the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* \
+                 settings) and that the brokers are up"
+            }
+            SeedError::Admin { .. } | SeedError::Topic { .. } | SeedError::NotVisible { .. } => {
+                "Kafka refused or did not finish the change: the brokers' logs say why (e.g. a \
+                 replication factor above the broker count, or missing ACLs)"
+            }
+            SeedError::HiddenConfig { .. } => {
+                "change that topic by hand (kafka-configs), or leave its configs out of the spec"
+            }
+        }
+    }
 }
 
 /// What metadata says about an existing topic.
@@ -477,13 +519,9 @@ async fn reconcile_configs(
             .iter()
             .find(|e| e.source == ConfigSource::DynamicTopic && e.value.is_none())
         {
-            return Err(SeedError::Inconsistent {
+            return Err(SeedError::HiddenConfig {
                 topic: t.name.clone(),
-                why: format!(
-                    "config `{}` is set but its value is hidden (sensitive): AlterConfigs would reset it, \
-                     so seeding will not change this topic's configs",
-                    hidden.name
-                ),
+                config: hidden.name.clone(),
             });
         }
         full.extend(t.configs.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -552,36 +590,34 @@ async fn existing_topics(
             .collect())
     })
     .await
-    .map_err(|e| SeedError::Inconsistent {
-        topic: String::new(),
-        why: format!("the metadata task failed: {e}"),
-    })?
+    .map_err(SeedError::MetadataTask)?
 }
 
-/// Polls metadata until every named topic is listed (without error), up to [`REQUEST_TIMEOUT`].
+/// Polls metadata (50 ms, doubling up to 1 s) until every named topic is listed without
+/// error, for up to [`REQUEST_TIMEOUT`].
 async fn wait_for_topics(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     names: &[&str],
 ) -> Result<HashMap<String, Existing>, SeedError> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let mut delay = Duration::from_millis(50);
-    loop {
+    let listed = || async {
         let all = existing_topics(admin).await?;
-        let missing: Vec<&&str> = names.iter().filter(|n| !all.contains_key(**n)).collect();
-        if missing.is_empty() {
-            return Ok(all);
+        match names.iter().find(|n| !all.contains_key(**n)) {
+            Some(missing) => Err(SeedError::NotVisible {
+                topic: missing.to_string(),
+                after: REQUEST_TIMEOUT,
+            }),
+            None => Ok(all),
         }
-        if Instant::now() >= deadline {
-            return Err(SeedError::Inconsistent {
-                topic: missing[0].to_string(),
-                why: format!(
-                    "not in the cluster's metadata {REQUEST_TIMEOUT:?} after it was created"
-                ),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
+    };
+    listed
+        .retry(crate::retry::until(
+            deadline,
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        ))
+        .when(|e| matches!(e, SeedError::NotVisible { .. }))
+        .await
 }
 
 #[cfg(test)]

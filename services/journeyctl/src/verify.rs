@@ -134,6 +134,29 @@ impl Verdict {
             .all(|(_, o)| matches!(o, HopOutcome::Ok(_)))
             && self.error_spans.is_empty()
     }
+
+    /// The hops not found below their predecessor (yet), `SERVICE:KIND[:NAME]`.
+    pub fn pending(&self) -> Vec<String> {
+        self.hops
+            .iter()
+            .filter(|(_, o)| !matches!(o, HopOutcome::Ok(_)))
+            .map(|(h, _)| h.to_string())
+            .collect()
+    }
+
+    /// What makes it FAIL: the missing and detached hops, and the spans recording an error.
+    pub fn failures(&self) -> Vec<String> {
+        let hops = self.hops.iter().filter_map(|(h, o)| match o {
+            HopOutcome::Missing => Some(format!("{h} missing")),
+            HopOutcome::Detached(id) => Some(format!("{h} detached (span {id})")),
+            HopOutcome::Ok(_) | HopOutcome::Unchecked => None,
+        });
+        let errors = self
+            .error_spans
+            .iter()
+            .map(|e| format!("span {e} records an error"));
+        hops.chain(errors).collect()
+    }
 }
 
 impl fmt::Display for Verdict {
@@ -244,6 +267,8 @@ mod tests {
         let text = v.to_string();
         assert!(text.contains("MISSING  sink:CONSUMER"), "{text}");
         assert!(text.ends_with("FAIL"), "{text}");
+        assert_eq!(v.pending(), ["sink:CONSUMER"]);
+        assert_eq!(v.failures(), ["sink:CONSUMER missing"]);
     }
 
     #[test]
@@ -261,6 +286,11 @@ mod tests {
         let v = check(&spans, &default_hops(&services()));
         assert!(matches!(v.hops[2].1, HopOutcome::Detached(_)), "{v}");
         assert!(matches!(v.hops[4].1, HopOutcome::Unchecked), "{v}");
+        assert_eq!(
+            v.pending(),
+            ["relay:CONSUMER", "relay:PRODUCER", "sink:CONSUMER"]
+        );
+        assert_eq!(v.failures(), ["relay:CONSUMER detached (span c)"]);
     }
 
     #[test]

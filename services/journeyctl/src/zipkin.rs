@@ -109,12 +109,52 @@ impl LinkRef {
         let mut parts = value.split('|');
         let trace_id = parts.next()?.trim().to_ascii_lowercase();
         let span_id = parts.next()?.trim().to_ascii_lowercase();
-        let hex = |s: &str, lens: &[usize]| {
-            lens.contains(&s.len())
-                && s.chars().all(|c| c.is_ascii_hexdigit())
-                && !s.chars().all(|c| c == '0')
-        };
-        (hex(&trace_id, &[16, 32]) && hex(&span_id, &[16])).then_some(LinkRef { trace_id, span_id })
+        (is_hex_id(&trace_id, &TRACE_ID_LENGTHS) && is_hex_id(&span_id, &[16]))
+            .then_some(LinkRef { trace_id, span_id })
+    }
+}
+
+/// The lengths a trace id may have: 16 hex digits (64-bit ids) or 32.
+const TRACE_ID_LENGTHS: [usize; 2] = [16, 32];
+
+/// `s` is an id of one of `lengths` hex digits, not all zero (the W3C invalid id).
+fn is_hex_id(s: &str, lengths: &[usize]) -> bool {
+    lengths.contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_hexdigit())
+        && !s.chars().all(|c| c == '0')
+}
+
+/// A trace id as Zipkin stores it: 16 or 32 lower-case hex digits, not all zero.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TraceId(String);
+
+/// Why a string is not a [`TraceId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a trace id (16 or 32 hex digits, not all zero)")]
+pub struct NotATraceId(pub String);
+
+impl TraceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TraceId {
+    type Err = NotATraceId;
+    fn from_str(s: &str) -> Result<Self, NotATraceId> {
+        let id = s.trim().to_ascii_lowercase();
+        if is_hex_id(&id, &TRACE_ID_LENGTHS) {
+            Ok(TraceId(id))
+        } else {
+            Err(NotATraceId(s.to_string()))
+        }
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -297,6 +337,36 @@ impl ZipkinClient {
                 .await
                 .map_err(|source| ZipkinError::Http { url, source })?
                 .contains("UP")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_of_16_or_32_hex_digits_parse_lower_cased() {
+        let id: TraceId = " 4BF92F3577B34DA6A3CE929D0E0E4736 ".parse().unwrap();
+        assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            "a3ce929d0e0e4736".parse::<TraceId>().unwrap().to_string(),
+            "a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn malformed_or_all_zero_trace_ids_are_refused_naming_the_input() {
+        for bad in [
+            "not-a-trace",
+            "abc",
+            "0000000000000000",
+            "4bf92f3577b34da6a3ce929d0e0e47",
+        ] {
+            let e = bad.parse::<TraceId>().unwrap_err();
+            assert_eq!(e, NotATraceId(bad.to_string()));
+            assert!(e.to_string().contains(bad), "{e}");
         }
     }
 }

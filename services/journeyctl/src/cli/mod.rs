@@ -1,6 +1,9 @@
 //! The command line: `journeyctl {init,wait,seed,verify,journey,load}`.
 
+mod values;
+
 use std::io::IsTerminal as _;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,20 +11,23 @@ use clap::{Args, Parser, Subcommand};
 use journey_messaging::KafkaArgs;
 use serde::Serialize;
 
-use crate::exit;
 use crate::topics::{TopicSpec, TopicsError, load_topics_file, validate_all};
 use crate::verify::{HopSpec, default_hops};
-use crate::wait::{Target, WaitPlan, parse_targets};
+use crate::wait::{Target, WaitPlan};
+use crate::zipkin::TraceId;
+pub use values::{ValueError, parse_duration, parse_json, positive_duration, positive_rate};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (verify: PASS)
-  1  verify: FAIL; load: some messages failed; other runtime failures
-  2  bad usage or configuration (flags, environment, topics file)
+  1  verify: FAIL; load: some messages failed; journey: trace not found
+  2  bad usage or configuration (flags, environment, topics file, malformed trace id)
   3  wait: timed out (the message names what was not ready)
   4  the Kubernetes API refused access (RBAC: check the Role)
   5  a dependency could not be reached (Kubernetes API, Zipkin, the producer, Kafka)
-  6  seed: Kafka refused a topic change";
+  6  seed: Kafka refused a topic change
+
+A failure prints one report on stderr: what failed and why, then what to do.";
 
 /// journeyctl: wait for the Journey stack, seed its Kafka topics, verify and show a message's
 /// journey through Kafka, and generate load.
@@ -67,10 +73,6 @@ impl Command {
             Command::Load(_) => "load",
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e} (e.g. 90s, 5m, 1h30m)"))
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -128,8 +130,8 @@ impl Serialize for Workloads {
     }
 }
 
-fn parse_targets_arg(s: &str) -> Result<Workloads, String> {
-    parse_targets(s).map(Workloads)
+fn parse_targets_arg(s: &str) -> Result<Workloads, crate::wait::TargetError> {
+    crate::wait::parse_targets(s).map(Workloads)
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -215,7 +217,7 @@ pub struct InitArgs {
     /// After the first seeding, stay up and seed again every DURATION (e.g. `1m`) until SIGTERM,
     /// printing only what changed: the Kafka pod's sidecar, so the topics come back whenever
     /// Kafka starts on empty storage.
-    #[arg(long = "keep-seeding", env = "KEEP_SEEDING", value_parser = parse_duration)]
+    #[arg(long = "keep-seeding", env = "KEEP_SEEDING", value_parser = positive_duration)]
     #[serde(serialize_with = "ser_opt_duration")]
     pub keep_seeding: Option<Duration>,
 }
@@ -246,8 +248,8 @@ pub struct VerifyArgs {
     #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub timeout: Duration,
     /// The message body's payload (JSON); default: a small object naming journeyctl.
-    #[arg(long)]
-    pub payload: Option<String>,
+    #[arg(long, value_parser = parse_json)]
+    pub payload: Option<serde_json::Value>,
     #[command(flatten)]
     pub links: LinkArgs,
 }
@@ -307,9 +309,9 @@ impl VerifyArgs {
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct JourneyArgs {
-    /// The trace id (32 hex digits).
+    /// The trace id (16 or 32 hex digits).
     #[arg(required_unless_present = "last", conflicts_with = "last")]
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// Show the most recent trace of `--service`.
     #[arg(long)]
     pub last: bool,
@@ -335,16 +337,16 @@ pub struct LoadArgs {
     /// The producer's base URL.
     #[arg(long = "producer-url", env = "PRODUCER_URL")]
     pub producer_url: String,
-    /// Messages per second.
-    #[arg(long, default_value_t = 10.0)]
+    /// Messages per second (above zero; fractions allowed, e.g. 0.5).
+    #[arg(long, value_parser = positive_rate, default_value = "10")]
     pub rate: f64,
-    /// How long to send (humantime).
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// How long to send (humantime, above zero).
+    #[arg(long, value_parser = positive_duration, default_value = "10s")]
     #[serde(serialize_with = "journey_messaging::serialize_duration")]
     pub duration: Duration,
-    /// At most this many requests in flight.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    /// At most this many requests in flight (at least 1).
+    #[arg(long, default_value = "16")]
+    pub concurrency: NonZeroUsize,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -383,137 +385,5 @@ pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-pub fn usage_error(msg: impl std::fmt::Display) -> u8 {
-    eprintln!("journeyctl: {msg}");
-    exit::USAGE
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cli_is_consistent() {
-        command().debug_assert();
-    }
-
-    #[test]
-    fn init_reads_the_charts_environment_names() {
-        let init = command();
-        let init = init.find_subcommand("init").unwrap();
-        let envs: Vec<String> = init
-            .get_arguments()
-            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-            .collect();
-        for v in [
-            "WAIT_WORKLOADS",
-            "POD_NAMESPACE",
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "KAFKA_SASL_PASSWORD",
-            "KAFKA_EXPECTED_BROKERS",
-            "COLLECTOR_HEALTH_URL",
-            "ZIPKIN_URL",
-            "WAIT_TIMEOUT",
-            "TOPICS_FILE",
-        ] {
-            assert!(
-                envs.iter().any(|e| e == v),
-                "{v} not read by init: {envs:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn flags_parse() {
-        let cli = try_parse_from([
-            "journeyctl",
-            "init",
-            "--kafka-bootstrap-servers",
-            "k:9092",
-            "--workloads",
-            "statefulset/kafka,deployment[app=z,b=c]",
-            "--timeout",
-            "90s",
-            "--topic",
-            "a:1;b:2:1:retention.ms=5",
-        ])
-        .unwrap();
-        let Command::Init(a) = cli.command else {
-            panic!()
-        };
-        assert_eq!(a.targets.workloads.len(), 2);
-        assert_eq!(a.targets.timeout, Duration::from_secs(90));
-        assert_eq!(a.topics.resolve().unwrap().len(), 2);
-        let cli = try_parse_from(["journeyctl", "wait", "--workloads", "sts/kafka"]).unwrap();
-        let Command::Wait(w) = cli.command else {
-            panic!()
-        };
-        let plan = wait_plan(&w.targets, "ns".into(), Some(&w.kafka));
-        assert!(plan.kafka.is_none() || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some());
-        assert!(
-            try_parse_from(["journeyctl", "seed"]).is_err()
-                || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some()
-        );
-        assert!(Cli::try_parse_from(["journeyctl", "journey"]).is_err());
-        assert!(
-            Cli::try_parse_from([
-                "journeyctl",
-                "journey",
-                "--last",
-                "--zipkin-url",
-                "http://z"
-            ])
-            .is_ok()
-        );
-        let cli = Cli::try_parse_from([
-            "journeyctl",
-            "verify",
-            "--producer-url",
-            "p",
-            "--zipkin-url",
-            "z",
-        ])
-        .unwrap();
-        let Command::Verify(v) = cli.command else {
-            panic!()
-        };
-        assert_eq!(v.hops().len(), 5);
-        assert!(v.links.follow_links || std::env::var_os("FOLLOW_LINKS").is_some());
-        let cli = Cli::try_parse_from([
-            "journeyctl",
-            "journey",
-            "--follow-links=false",
-            "--link-depth",
-            "2",
-            "--zipkin-url",
-            "z",
-            "4bf92f3577b34da6a3ce929d0e0e4736",
-        ])
-        .unwrap();
-        let Command::Journey(j) = cli.command else {
-            panic!()
-        };
-        assert!(!j.links.follow_links);
-        assert!(j.links.limits().is_none());
-        assert_eq!(j.links.link_depth, 2);
-        let cli = Cli::try_parse_from([
-            "journeyctl",
-            "journey",
-            "--follow-links",
-            "--zipkin-url",
-            "z",
-            "4bf92f3577b34da6a3ce929d0e0e4736",
-        ])
-        .unwrap();
-        let Command::Journey(j) = cli.command else {
-            panic!()
-        };
-        assert_eq!(
-            j.trace_id.as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert!(j.links.follow_links);
-        assert!(j.links.limits().is_some());
-    }
-}
+mod tests;

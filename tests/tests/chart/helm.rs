@@ -200,6 +200,19 @@ pub(crate) fn the_values_schema_and_the_chart_reject_wrong_values(_: &()) -> Res
         (&["topics[0].partitions=0"], "/topics/0/partitions"),
         (&["kafka.clusterId=short"], "/kafka/clusterId"),
         (
+            &["journeyctl.reseedInterval=0s"],
+            "/journeyctl/reseedInterval",
+        ),
+        (
+            &["journeyctl.reseedInterval=0m0s"],
+            "/journeyctl/reseedInterval",
+        ),
+        (
+            &["producer.headerReadTimeout=soon"],
+            "/producer/headerReadTimeout",
+        ),
+        (&["producer.maxConnections=0"], "/producer/maxConnections"),
+        (
             &["producer.resources.limits.memory=lots"],
             "/producer/resources/limits/memory",
         ),

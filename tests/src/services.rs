@@ -100,6 +100,14 @@ pub fn base_env(stack: &Stack, service_name: &str, port: u16) -> BTreeMap<String
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    // The broker's largest record is every client's (the chart's kafka.maxMessageBytes).
+    .chain(
+        stack
+            .kafka
+            .properties()
+            .get("message.max.bytes")
+            .map(|max| ("KAFKA_MESSAGE_MAX_BYTES".to_string(), max.clone())),
+    )
     .collect()
 }
 

@@ -41,6 +41,18 @@ pub struct Kafka {
     properties: BTreeMap<String, String>,
 }
 
+/// `kafka.maxMessageBytes` in the chart's values: the brokers' `message.max.bytes` and every
+/// client's, from one place.
+pub fn chart_max_message_bytes() -> Result<u64> {
+    let path = repo_root().join("charts/journey/values.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let values: yaml_serde::Value = yaml_serde::from_str(&text)?;
+    values["kafka"]["maxMessageBytes"]
+        .as_u64()
+        .with_context(|| format!("{}: no kafka.maxMessageBytes", path.display()))
+}
+
 impl Kafka {
     /// The broker properties the harness uses, for `port`/`controller_port` and data dir.
     pub fn base_properties(
@@ -89,11 +101,17 @@ impl Kafka {
         .collect()
     }
 
-    /// Formats storage and starts the broker with the harness's base properties.
+    /// Formats storage and starts the broker with the harness's base properties and the
+    /// chart's largest record (`kafka.maxMessageBytes`), which the services get too
+    /// ([`crate::services::base_env`]).
     pub async fn start(tools: &Tools, dir: &Path) -> Result<Kafka> {
         let port = free_port();
         let ctl = free_port();
-        let props = Self::base_properties(port, ctl, &dir.join("kafka-data"));
+        let mut props = Self::base_properties(port, ctl, &dir.join("kafka-data"));
+        props.insert(
+            "message.max.bytes".into(),
+            chart_max_message_bytes()?.to_string(),
+        );
         Self::start_with(tools, dir, props).await
     }
 

@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
             every_container_answers_its_readiness_probe_from_the_chart,
             the_init_container_waited_for_kafka_the_collector_and_zipkin_then_seeded_the_topics,
             one_post_to_the_producer_container_becomes_one_complete_trace_in_the_zipkin_container,
+            the_producer_container_stays_within_its_memory_limit_under_the_largest_requests_allowed,
             a_changed_service_rebuilds_only_its_own_image,
         ],
     )
@@ -729,6 +730,113 @@ fn one_post_to_the_producer_container_becomes_one_complete_trace_in_the_zipkin_c
         }
         Ok(())
     })
+}
+
+/// The memory cgroup (v1) directory of a running process.
+fn memory_cgroup(pid: u32) -> Result<PathBuf> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let controllers = parts.nth(1)?;
+            controllers.split(',').any(|c| c == "memory").then(|| parts.next())?
+        })
+        .with_context(|| format!("pid {pid} has no memory cgroup: {cgroups}"))?;
+    Ok(PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')))
+}
+
+/// The chart's producer limits let no client push it over its memory limit: the worst requests
+/// it accepts (batches of `MAX_BATCH_ITEMS` messages filling `MAX_BODY_BYTES`, and single
+/// messages as large as Kafka takes), `MAX_CONCURRENT_REQUESTS` of them at once and more, in
+/// rounds. Its peak memory (the container's cgroup) stays below the limit and it is never
+/// OOM-killed.
+fn the_producer_container_stays_within_its_memory_limit_under_the_largest_requests_allowed(
+    f: &Images,
+) -> Result<()> {
+    let pod = f.pod("producer")?;
+    let var = |name: &str| -> Result<usize> {
+        seq(&pod.main["env"])
+            .iter()
+            .find(|e| s(&e["name"]) == name)
+            .and_then(|e| s(&e["value"]).parse().ok())
+            .with_context(|| format!("the chart sets no {name} for the producer"))
+    };
+    let (body, items, slots, record) = (
+        var("MAX_BODY_BYTES")?,
+        var("MAX_BATCH_ITEMS")?,
+        var("MAX_CONCURRENT_REQUESTS")?,
+        var("KAFKA_MESSAGE_MAX_BYTES")?,
+    );
+    let limit = quantity_bytes(s(&pod.main["resources"]["limits"]["memory"]))?;
+    let cgroup = memory_cgroup(pod.container.pid()?)?;
+    let read = |file: &str| -> Result<u64> {
+        let path = cgroup.join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.trim().parse().with_context(|| format!("{}: {text}", path.display()))
+    };
+    let before = read("memory.usage_in_bytes")?;
+    // The peak from here on.
+    std::fs::write(cgroup.join("memory.max_usage_in_bytes"), "0")?;
+    // A batch: `items` messages whose JSON fills the body limit; a single message with a
+    // payload just under the record limit (the rest is the key, headers and JSON quoting).
+    let payload_len = body / items - 40;
+    let batch: Vec<serde_json::Value> = (0..items)
+        .map(|i| serde_json::json!({"key": format!("k{i}"), "payload": "x".repeat(payload_len)}))
+        .collect();
+    let batch = serde_json::to_vec(&batch)?;
+    let single = serde_json::to_vec(&serde_json::json!({"payload": "y".repeat(record - 2048)}))?;
+    ensure!(
+        batch.len() <= body && single.len() <= body,
+        "test bodies over MAX_BODY_BYTES"
+    );
+    let url = format!("{}/messages", f.url("producer", 8080)?);
+    let mut answers: BTreeMap<u16, usize> = BTreeMap::new();
+    block_on(async {
+        for round in 0..3 {
+            for (path, bytes) in [("/batch", &batch), ("", &single)] {
+                let requests = (0..slots + 4).map(|_| {
+                    post(&format!("{url}{path}"), Some("application/json"), bytes.clone(), &[])
+                });
+                for answer in futures::future::join_all(requests).await {
+                    let answer = answer.with_context(|| format!("round {round}: {url}{path}"))?;
+                    *answers.entry(answer.status).or_default() += 1;
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let peak = read("memory.max_usage_in_bytes")?;
+    let oom_kills = std::fs::read_to_string(cgroup.join("memory.oom_control"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    say!(
+        "producer under {} concurrent worst-case requests ({} KiB batches of {items}, {} KiB \
+         messages) ×3 rounds: answers {answers:?}; memory {} MiB before, peak {} MiB of its \
+         {} MiB limit ({:.0}%)",
+        slots + 4,
+        batch.len() / 1024,
+        single.len() / 1024,
+        before >> 20,
+        peak >> 20,
+        limit >> 20,
+        100.0 * peak as f64 / limit as f64
+    );
+    pod.container.ensure_running()?;
+    ensure!(oom_kills == 0, "the producer was OOM-killed {oom_kills} times");
+    ensure!(
+        answers.keys().all(|s| [202, 503].contains(s)) && answers.get(&202).is_some(),
+        "worst-case requests must be acked or refused as overloaded: {answers:?}"
+    );
+    // The cgroup's peak counts page cache too; the limit must still hold with room to spare.
+    ensure!(
+        peak < limit * 9 / 10,
+        "peak {peak} bytes is within 10% of the {limit}-byte limit"
+    );
+    Ok(())
 }
 
 fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {

@@ -42,6 +42,8 @@
   value: {{ include "journey.kafka.bootstrap" . | quote }}
 - name: KAFKA_SECURITY_PROTOCOL
   value: {{ $c.securityProtocol | quote }}
+- name: KAFKA_MESSAGE_MAX_BYTES
+  value: {{ .Values.kafka.maxMessageBytes | int64 | quote }}
 {{- if hasPrefix "SASL_" $c.securityProtocol }}
 - name: KAFKA_SASL_MECHANISM
   value: {{ required "kafka.client.sasl.mechanism is required with a SASL_* securityProtocol" $c.sasl.mechanism | quote }}

@@ -754,6 +754,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
+    use journey_telemetry::test_support::with_only_env;
     use clap::Parser;
     use rdkafka::message::{OwnedMessage, Timestamp};
 
@@ -785,13 +787,13 @@ mod tests {
 
     #[test]
     fn role_defaults_fill_input_topic_group_and_service_name() {
-        let c = Config::try_parse_from([
+        let c = with_only_env(&Config::command(), &[], || Config::try_parse_from([
             "consumer",
             "--role",
             "sink",
             "--kafka-bootstrap-servers",
             "k:1",
-        ])
+        ]))
         .unwrap()
         .resolve();
         assert_eq!(c.input_topic(), "messages.processed");
@@ -799,7 +801,7 @@ mod tests {
         assert_eq!(c.service_name, "sink");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8081");
         assert_eq!(c.trace_mode, TraceMode::Parent);
-        let c = Config::try_parse_from([
+        let c = with_only_env(&Config::command(), &[], || Config::try_parse_from([
             "consumer",
             "--role",
             "relay",
@@ -807,7 +809,7 @@ mod tests {
             "k:1",
             "--trace-mode",
             "link",
-        ])
+        ]))
         .unwrap()
         .resolve();
         assert_eq!(

@@ -34,11 +34,24 @@ pub struct KafkaArgs {
     /// `client.id`; defaults to the service name.
     #[arg(long = "kafka-client-id", env = "KAFKA_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// The largest record this client may send (librdkafka's `message.max.bytes`): set it to
+    /// the brokers' `message.max.bytes`, so that whatever the broker took can be forwarded and
+    /// dead-lettered (the chart sets both from `kafka.maxMessageBytes`).
+    #[arg(
+        long = "kafka-message-max-bytes",
+        env = "KAFKA_MESSAGE_MAX_BYTES",
+        default_value_t = DEFAULT_MESSAGE_MAX_BYTES,
+        value_parser = clap::value_parser!(u32).range(1000..=1_000_000_000)
+    )]
+    pub message_max_bytes: u32,
     /// librdkafka's `debug` contexts, comma-separated (e.g. `consumer,cgrp,topic,fetch`):
     /// the client's own log, for diagnosing a connection or a consumer group.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
     pub debug: Option<String>,
 }
+
+/// librdkafka's and the chart's default for `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: u32 = 1_000_000;
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
@@ -73,6 +86,7 @@ impl KafkaArgs {
             sasl_password: None,
             ssl_ca_location: None,
             client_id: None,
+            message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
             debug: None,
         }
     }
@@ -91,7 +105,8 @@ impl KafkaArgs {
     pub fn client_config(&self, default_client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", self.client_id_or(default_client_id));
+            .set("client.id", self.client_id_or(default_client_id))
+            .set("message.max.bytes", self.message_max_bytes.to_string());
         let optional = [
             ("security.protocol", &self.security_protocol),
             ("sasl.mechanism", &self.sasl_mechanism),
@@ -182,6 +197,7 @@ pub fn serialize_duration<S: serde::Serializer>(
 mod tests {
     use super::*;
     use clap::Parser;
+    use journey_telemetry::test_support::with_only_env;
 
     #[derive(Debug, Parser)]
     struct Bin {
@@ -228,15 +244,7 @@ mod tests {
     /// other one unset, whatever the caller's environment holds.
     fn parse_with(env: &[(&str, &str)], args: &[&str]) -> Result<Bin, clap::Error> {
         use clap::CommandFactory;
-        let vars: Vec<(String, Option<&str>)> = Bin::command()
-            .get_arguments()
-            .filter_map(|a| a.get_env())
-            .map(|var| {
-                let value = env.iter().find(|(k, _)| var == *k).map(|(_, v)| *v);
-                (var.to_string_lossy().into_owned(), value)
-            })
-            .collect();
-        temp_env::with_vars(vars, || Bin::try_parse_from(args))
+        with_only_env(&Bin::command(), env, || Bin::try_parse_from(args))
     }
 
     #[test]
@@ -250,6 +258,7 @@ mod tests {
             ("KAFKA_SSL_CA_LOCATION", "/ca.pem"),
             ("KAFKA_CLIENT_ID", "custom"),
             ("KAFKA_DEBUG", "cgrp"),
+            ("KAFKA_MESSAGE_MAX_BYTES", "2000000"),
         ];
         let c = parse_with(&env, &["bin"]).unwrap().kafka.client_config("p");
         for (key, value) in [
@@ -261,8 +270,22 @@ mod tests {
             ("ssl.ca.location", "/ca.pem"),
             ("client.id", "custom"),
             ("debug", "cgrp"),
+            ("message.max.bytes", "2000000"),
         ] {
             assert_eq!(c.get(key), Some(value), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_largest_record_defaults_to_librdkafkas_limit_and_refuses_what_librdkafka_would() {
+        let c = parse_with(&[("KAFKA_BOOTSTRAP_SERVERS", "k:1")], &["bin"]).unwrap();
+        assert_eq!(
+            c.kafka.client_config("p").get("message.max.bytes"),
+            Some("1000000")
+        );
+        for wrong in ["999", "1000000001", "lots"] {
+            let env = [("KAFKA_BOOTSTRAP_SERVERS", "k:1"), ("KAFKA_MESSAGE_MAX_BYTES", wrong)];
+            assert!(parse_with(&env, &["bin"]).is_err(), "{wrong} was accepted");
         }
     }
 

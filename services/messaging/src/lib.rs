@@ -30,7 +30,7 @@ pub mod spans;
 #[cfg(test)]
 mod testing;
 
-pub use config::{KafkaArgs, KafkaEndpoint, serialize_duration};
+pub use config::{DEFAULT_MESSAGE_MAX_BYTES, KafkaArgs, KafkaEndpoint, serialize_duration};
 pub use propagation::{extract_context, inject_context};
 pub use spans::{
     Enqueued, Outgoing, SendError, Sent, TraceMode, enqueue_traced, process_span, record_delivery,

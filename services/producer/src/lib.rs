@@ -525,12 +525,15 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use journey_telemetry::test_support::with_only_env;
 
     #[test]
     fn the_config_reads_the_documented_variables_with_their_defaults() {
-        use clap::Parser;
-        let c =
-            Config::try_parse_from(["producer", "--kafka-bootstrap-servers", "k:9092"]).unwrap();
+        use clap::{CommandFactory, Parser};
+        let c = with_only_env(&Config::command(), &[], || {
+            Config::try_parse_from(["producer", "--kafka-bootstrap-servers", "k:9092"])
+        })
+        .unwrap();
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.kafka_topic, "messages");
         assert_eq!(c.max_body_bytes, 1_048_576);

@@ -25,6 +25,8 @@ mod main_support;
 mod metrics;
 mod settings;
 mod signal;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use config_doc::{accepted_env, config_document, print_config};
 pub use error::Error;

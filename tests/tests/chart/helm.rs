@@ -129,7 +129,7 @@ pub(crate) fn helm_template_renders_every_ci_values_file_with_the_expected_objec
             }
             "minimal" => ensure!(
                 !all(&docs, "NetworkPolicy").is_empty(),
-                "minimal: NetworkPolicies"
+                "minimal: NetworkPolicies (on by default)"
             ),
             _ => {
                 ensure!(kafka.len() == 1, "default: one Kafka StatefulSet");

@@ -22,6 +22,7 @@ mod env;
 mod generated;
 mod helm;
 mod kafka;
+mod network;
 mod security;
 mod skaffold;
 
@@ -56,6 +57,7 @@ use kafka::{
     the_rendered_kafka_settings_boot_a_real_single_node_kafka,
     the_rendered_three_broker_settings_form_a_three_voter_quorum,
 };
+use network::every_connection_the_stack_makes_passes_its_network_policies_and_no_other_does;
 use security::{
     every_pod_meets_pod_security_restricted_and_has_resources_and_probes,
     journeyctl_may_only_get_list_and_watch_workloads_and_pods_and_only_it_holds_the_token,
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
             the_collectors_gomemlimit_is_80_percent_of_its_memory_limit_in_any_quantity_form,
             the_chart_pins_the_kafka_zipkin_and_collector_versions_the_local_stack_runs,
             every_pod_meets_pod_security_restricted_and_has_resources_and_probes,
+            every_connection_the_stack_makes_passes_its_network_policies_and_no_other_does,
             journeyctl_may_only_get_list_and_watch_workloads_and_pods_and_only_it_holds_the_token,
             the_collector_mounts_exactly_the_config_files_and_gets_every_variable_they_read,
             the_rendered_collector_config_passes_otelcol_validate,

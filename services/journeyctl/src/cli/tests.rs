@@ -4,45 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::OsString;
+use journey_telemetry::test_support::{env_names, with_only_env};
 
 use clap::error::ErrorKind;
 
 use super::*;
 
-/// Every environment variable the command line reads, in every subcommand.
-fn env_names(cmd: &clap::Command) -> Vec<OsString> {
-    let mut names: Vec<OsString> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_env().map(ToOwned::to_owned))
-        .collect();
-    for sub in cmd.get_subcommands() {
-        names.extend(env_names(sub));
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
 /// Parses `args` with exactly `env` set among the variables the command line reads (the rest
-/// unset for the parse); temp-env restores them after and serialises such changes across tests.
+/// unset for the parse).
 fn parse_in(env: &[(&str, &str)], args: &[&str]) -> Result<Cli, clap::Error> {
-    let names = env_names(&command());
-    for (k, _) in env {
-        assert!(
-            names.iter().any(|n| n == k),
-            "{k} is not read by the command line"
-        );
-    }
-    let vars: Vec<(OsString, Option<&str>)> = names
-        .into_iter()
-        .map(|n| {
-            let v = env.iter().find(|(k, _)| n == *k).map(|(_, v)| *v);
-            (n, v)
-        })
-        .collect();
     let argv = std::iter::once("journeyctl").chain(args.iter().copied());
-    temp_env::with_vars(vars, || try_parse_from(argv))
+    with_only_env(&command(), env, || try_parse_from(argv))
 }
 
 /// The arguments of subcommand `$variant`, or a panic naming what was parsed instead.

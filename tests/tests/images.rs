@@ -740,7 +740,10 @@ fn memory_cgroup(pid: u32) -> Result<PathBuf> {
         .find_map(|l| {
             let mut parts = l.splitn(3, ':');
             let controllers = parts.nth(1)?;
-            controllers.split(',').any(|c| c == "memory").then(|| parts.next())?
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| parts.next())?
         })
         .with_context(|| format!("pid {pid} has no memory cgroup: {cgroups}"))?;
     Ok(PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')))
@@ -774,7 +777,9 @@ fn the_producer_container_stays_within_its_memory_limit_under_the_largest_reques
         let path = cgroup.join(file);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        text.trim().parse().with_context(|| format!("{}: {text}", path.display()))
+        text.trim()
+            .parse()
+            .with_context(|| format!("{}: {text}", path.display()))
     };
     let before = read("memory.usage_in_bytes")?;
     // The peak from here on.
@@ -796,9 +801,9 @@ fn the_producer_container_stays_within_its_memory_limit_under_the_largest_reques
     block_on(async {
         for round in 0..3 {
             for (path, bytes) in [("/batch", &batch), ("", &single)] {
-                let requests = (0..slots + 4).map(|_| {
-                    post(&format!("{url}{path}"), Some("application/json"), bytes.clone(), &[])
-                });
+                let target = format!("{url}{path}");
+                let requests = (0..slots + 4)
+                    .map(|_| post(&target, Some("application/json"), bytes.clone(), &[]));
                 for answer in futures::future::join_all(requests).await {
                     let answer = answer.with_context(|| format!("round {round}: {url}{path}"))?;
                     *answers.entry(answer.status).or_default() += 1;
@@ -826,9 +831,12 @@ fn the_producer_container_stays_within_its_memory_limit_under_the_largest_reques
         100.0 * peak as f64 / limit as f64
     );
     pod.container.ensure_running()?;
-    ensure!(oom_kills == 0, "the producer was OOM-killed {oom_kills} times");
     ensure!(
-        answers.keys().all(|s| [202, 503].contains(s)) && answers.get(&202).is_some(),
+        oom_kills == 0,
+        "the producer was OOM-killed {oom_kills} times"
+    );
+    ensure!(
+        answers.keys().all(|s| [202, 503].contains(s)) && answers.contains_key(&202),
         "worst-case requests must be acked or refused as overloaded: {answers:?}"
     );
     // The cgroup's peak counts page cache too; the limit must still hold with room to spare.

@@ -755,8 +755,8 @@ pub async fn run(
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
-    use journey_telemetry::test_support::with_only_env;
     use clap::Parser;
+    use journey_telemetry::test_support::with_only_env;
     use rdkafka::message::{OwnedMessage, Timestamp};
 
     #[test]
@@ -787,13 +787,15 @@ mod tests {
 
     #[test]
     fn role_defaults_fill_input_topic_group_and_service_name() {
-        let c = with_only_env(&Config::command(), &[], || Config::try_parse_from([
-            "consumer",
-            "--role",
-            "sink",
-            "--kafka-bootstrap-servers",
-            "k:1",
-        ]))
+        let c = with_only_env(&Config::command(), &[], || {
+            Config::try_parse_from([
+                "consumer",
+                "--role",
+                "sink",
+                "--kafka-bootstrap-servers",
+                "k:1",
+            ])
+        })
         .unwrap()
         .resolve();
         assert_eq!(c.input_topic(), "messages.processed");
@@ -801,15 +803,17 @@ mod tests {
         assert_eq!(c.service_name, "sink");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8081");
         assert_eq!(c.trace_mode, TraceMode::Parent);
-        let c = with_only_env(&Config::command(), &[], || Config::try_parse_from([
-            "consumer",
-            "--role",
-            "relay",
-            "--kafka-bootstrap-servers",
-            "k:1",
-            "--trace-mode",
-            "link",
-        ]))
+        let c = with_only_env(&Config::command(), &[], || {
+            Config::try_parse_from([
+                "consumer",
+                "--role",
+                "relay",
+                "--kafka-bootstrap-servers",
+                "k:1",
+                "--trace-mode",
+                "link",
+            ])
+        })
         .unwrap()
         .resolve();
         assert_eq!(

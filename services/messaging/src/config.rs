@@ -284,7 +284,10 @@ mod tests {
             Some("1000000")
         );
         for wrong in ["999", "1000000001", "lots"] {
-            let env = [("KAFKA_BOOTSTRAP_SERVERS", "k:1"), ("KAFKA_MESSAGE_MAX_BYTES", wrong)];
+            let env = [
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:1"),
+                ("KAFKA_MESSAGE_MAX_BYTES", wrong),
+            ];
             assert!(parse_with(&env, &["bin"]).is_err(), "{wrong} was accepted");
         }
     }

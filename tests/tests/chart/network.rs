@@ -107,14 +107,18 @@ fn connections(docs: &[Value], shapes: &[PodShape]) -> Result<BTreeSet<Connectio
                     let svc_port = seq(&svc["spec"]["ports"])
                         .iter()
                         .find(|p| p["port"].as_i64() == Some(port))
-                        .with_context(|| format!("{owner}: {host}:{port} is no port of its Service"))?;
+                        .with_context(|| {
+                            format!("{owner}: {host}:{port} is no port of its Service")
+                        })?;
                     for target in shapes.iter().filter(|t| selects(&selector, &t.labels)) {
                         let target_port = match &svc_port["targetPort"] {
                             Value::Number(n) => n.as_i64(),
                             Value::String(name) => target.ports.get(name).copied(),
                             _ => Some(port),
                         }
-                        .with_context(|| format!("{owner}: no container port behind {host}:{port}"))?;
+                        .with_context(|| {
+                            format!("{owner}: no container port behind {host}:{port}")
+                        })?;
                         out.insert(Connection {
                             from: from.clone(),
                             to: target.component.clone(),
@@ -138,7 +142,12 @@ fn admitted(
 ) -> Option<bool> {
     let selecting: Vec<&&Value> = policies
         .iter()
-        .filter(|p| selects(&string_map(&p["spec"]["podSelector"]["matchLabels"]), &to.labels))
+        .filter(|p| {
+            selects(
+                &string_map(&p["spec"]["podSelector"]["matchLabels"]),
+                &to.labels,
+            )
+        })
         .collect();
     if selecting.is_empty() {
         return None;

@@ -25,6 +25,7 @@ use opentelemetry_semantic_conventions::attribute::{
     MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
     MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
+use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
@@ -326,8 +327,8 @@ impl std::fmt::Debug for Enqueued {
 /// full (up to `timeout`). Records queued one after another are sent in that order (the
 /// idempotent producer keeps it through retries), so a caller may queue the next record before
 /// this one is acked.
-pub async fn enqueue_traced(
-    producer: &FutureProducer,
+pub async fn enqueue_traced<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     endpoint: &KafkaEndpoint,
     out: Outgoing<'_>,
     timeout: Duration,
@@ -406,8 +407,8 @@ impl Enqueued {
 
 /// Sends `out` inside a new `send {topic}` span and waits for the broker's ack (bounded by
 /// `timeout` plus a small margin): [`enqueue_traced`] then [`Enqueued::acked`].
-pub async fn send_traced(
-    producer: &FutureProducer,
+pub async fn send_traced<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     endpoint: &KafkaEndpoint,
     out: Outgoing<'_>,
     timeout: Duration,

@@ -15,12 +15,14 @@
 //!   once. Every error body is `{"error": "...", "reason": "..."}` ([`error::AppError`]).
 //! - `GET /healthz` (alive unless deliveries have been timing out, none acked, or readiness has
 //!   been failing, for longer than `KAFKA_STALL_TIMEOUT`: see [`stall`] and
-//!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers).
+//!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers and the
+//!   idempotent producer has its id: [`idempotence`]).
 //!
 //! One idempotent `acks=all` [`FutureProducer`] serves the whole process.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod error;
+pub mod idempotence;
 mod input;
 pub mod server;
 pub mod stall;
@@ -37,6 +39,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use error::{AppError, ErrorBody};
+use idempotence::ProducerContext;
 use input::Message;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, Sent, health};
 use journey_telemetry::Metrics;
@@ -135,7 +138,9 @@ pub enum Error {
 }
 
 struct App {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
+    /// The idempotent producer's state (readiness).
+    idempotence: ProducerContext,
     endpoint: KafkaEndpoint,
     topic: String,
     timeout: Duration,
@@ -333,7 +338,9 @@ async fn post_batch(
 /// its topic's metadata answers.
 #[derive(Clone)]
 struct KafkaHealth {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
+    /// The same context the client reports its statistics to.
+    idempotence: ProducerContext,
     topic: String,
     deliveries: Deliveries,
 }
@@ -344,7 +351,8 @@ impl health::Checks for KafkaHealth {
     }
 
     fn ready(&self) -> Result<(), String> {
-        journey_messaging::readiness::check_topic(self.producer.client(), &self.topic)
+        journey_messaging::readiness::check_topic(self.producer.client(), &self.topic)?;
+        self.idempotence.ready()
     }
 }
 
@@ -419,6 +427,7 @@ fn router(app: Shared, limits: Limits) -> Router {
     let health = health::router(
         KafkaHealth {
             producer: app.producer.clone(),
+            idempotence: app.idempotence.clone(),
             topic: app.topic.clone(),
             deliveries: app.deliveries.clone(),
         },
@@ -472,12 +481,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.kafka_message_timeout_ms);
-    let producer: FutureProducer = config
+    let idempotence = ProducerContext::default();
+    let producer: FutureProducer<ProducerContext> = config
         .kafka
         .producer_config(&config.service_name, config.kafka_message_timeout_ms)
-        .create()?;
+        .set(
+            "statistics.interval.ms",
+            idempotence::STATISTICS_INTERVAL_MS.to_string(),
+        )
+        .create_with_context(idempotence.clone())?;
     let app = Arc::new(App {
         producer: producer.clone(),
+        idempotence,
         endpoint: config.kafka.endpoint(&config.service_name),
         topic: config.kafka_topic.clone(),
         timeout,

@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
             a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_written,
             requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing,
             slow_and_idle_connections_are_closed_and_connections_over_the_limit_wait,
-            unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape,
+            unknown_paths_methods_and_oversized_headers_get_404_405_and_431_in_the_json_error_shape,
             an_unreachable_kafka_gets_503_within_the_bound_and_past_the_stall_limit_fails_liveness,
             a_sink_whose_readiness_keeps_failing_past_the_stall_limit_fails_liveness,
             print_config_shows_the_resolved_config_and_every_accepted_variable,
@@ -321,7 +321,9 @@ fn health_and_readiness_answer_while_kafka_is_reachable(api: &Api) -> Result<()>
     })
 }
 
-fn unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape(api: &Api) -> Result<()> {
+fn unknown_paths_methods_and_oversized_headers_get_404_405_and_431_in_the_json_error_shape(
+    api: &Api,
+) -> Result<()> {
     block_on(async {
         let http = reqwest::Client::new();
         for (method, path, status, error, allow) in [
@@ -362,6 +364,20 @@ fn unknown_paths_and_methods_get_404_and_405_in_the_json_error_shape(api: &Api) 
                 "{method} {path}: Allow {allowed:?}"
             );
         }
+        // Headers over MAX_HEADER_BYTES (16 KiB): 431, in the same shape, nothing sent.
+        let r = http
+            .post(url(api, "/messages"))
+            .header("content-type", "text/plain")
+            .header("x-padding", "p".repeat(20_000))
+            .body("never sent")
+            .send()
+            .await?;
+        let got = r.status().as_u16();
+        let body: Value = r.json().await.context("431: JSON body")?;
+        ensure!(
+            got == 431 && body["error"] == "header_fields_too_large" && body["reason"].is_string(),
+            "a 20,000-byte header: {got} {body}"
+        );
         Ok(())
     })
 }

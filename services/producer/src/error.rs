@@ -44,6 +44,11 @@ pub enum AppError {
     /// 408: the body did not arrive within `REQUEST_BODY_TIMEOUT` (a slow upload).
     #[error("the request body did not arrive within REQUEST_BODY_TIMEOUT")]
     RequestTimeout,
+    /// 431: the request's headers are larger than `MAX_HEADER_BYTES` in all.
+    #[error(
+        "the request headers take {bytes} bytes; at most {max} are accepted (MAX_HEADER_BYTES)"
+    )]
+    HeadersTooLarge { bytes: usize, max: usize },
     /// 404: any other path.
     #[error(
         "no {method} {path}: the API is POST /messages, POST /messages/batch, GET /healthz, GET /readyz"
@@ -77,6 +82,7 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            AppError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::InBatch { source, .. } => source.status(),
@@ -97,6 +103,7 @@ impl AppError {
             AppError::KafkaUnavailable(_) => "kafka_unavailable",
             AppError::Overloaded(_) => "overloaded",
             AppError::RequestTimeout => "request_timeout",
+            AppError::HeadersTooLarge { .. } => "header_fields_too_large",
             AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::InBatch { source, .. } => source.code(),

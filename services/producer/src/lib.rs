@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
+    /// Largest request head (all header names and values), in bytes: larger ones get 431
+    /// `header_fields_too_large`. (hyper refuses heads over about 400 KiB by itself, without a
+    /// body.)
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16_384)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_header_bytes: u32,
     /// Most HTTP connections open at once; more wait in the kernel's backlog until one closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
@@ -402,6 +408,24 @@ struct Limits {
     max_body_bytes: usize,
     max_concurrent_requests: usize,
     request_body_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+/// Answers 431 when the request's headers take more than `max` bytes in all.
+async fn limit_headers(
+    State(max): State<usize>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > max {
+        return AppError::HeadersTooLarge { bytes, max }.into_response();
+    }
+    next.run(req).await
 }
 
 /// The requests that may be in progress at once.
@@ -454,6 +478,10 @@ fn router(app: Shared, limits: Limits) -> Router {
         .merge(traced)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_header_bytes,
+            limit_headers,
+        ))
         .layer(axum::middleware::map_response(error::log_errors))
         .with_state(app)
 }
@@ -517,6 +545,7 @@ pub async fn run(
         max_body_bytes: config.max_body_bytes,
         max_concurrent_requests: config.max_concurrent_requests as usize,
         request_body_timeout: config.request_body_timeout,
+        max_header_bytes: config.max_header_bytes as usize,
     };
     let connections = server::ConnectionLimits {
         max_connections: config.max_connections as usize,

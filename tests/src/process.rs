@@ -156,6 +156,12 @@ impl Managed {
         self.join_pumps();
     }
 
+    /// Kills the process group with SIGKILL (no grace) and reaps it: a crash, an OOM kill.
+    pub fn kill(&mut self) {
+        self.grace = Duration::ZERO;
+        self.stop();
+    }
+
     fn join_pumps(&mut self) {
         for p in self.pumps.drain(..) {
             // A panicked pump thread has only lost log lines; the process is gone either way.

@@ -39,6 +39,7 @@ pub struct Kafka {
     proc: Managed,
     bootstrap: String,
     properties: BTreeMap<String, String>,
+    dir: PathBuf,
 }
 
 /// `kafka.maxMessageBytes` in the chart's values: the brokers' `message.max.bytes` and every
@@ -122,7 +123,8 @@ impl Kafka {
         dir: &Path,
         props: BTreeMap<String, String>,
     ) -> Result<Kafka> {
-        let proc = Self::spawn(tools, dir, &props)?;
+        Self::format(tools, dir, &props)?;
+        let proc = Self::spawn(tools, dir)?;
         let bootstrap = props
             .get("advertised.listeners")
             .and_then(|l| {
@@ -134,35 +136,40 @@ impl Kafka {
             proc,
             bootstrap,
             properties: props,
+            dir: dir.to_path_buf(),
         };
         kafka.wait_ready().await?;
         Ok(kafka)
     }
 
-    fn spawn(tools: &Tools, dir: &Path, props: &BTreeMap<String, String>) -> Result<Managed> {
+    /// `java <main>` with the broker's JVM options and classpath.
+    fn java(tools: &Tools, main: &str) -> Result<Command> {
         let libs = tools.path("KAFKA_LIBS", "kafka")?;
-        let log4j = kafka_log4j2();
+        let mut c = Command::new("java");
+        c.args([
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+        ])
+        .arg("-Djava.awt.headless=true")
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            kafka_log4j2().display()
+        ))
+        .args(["-cp", &format!("{}/*", libs.display()), main]);
+        Ok(c)
+    }
+
+    /// Writes `<dir>/server.properties` and formats the storage with a fresh cluster id
+    /// (static voters: no --standalone).
+    fn format(tools: &Tools, dir: &Path, props: &BTreeMap<String, String>) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         let file = dir.join("server.properties");
         let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::write(&file, text)?;
-        let classpath = format!("{}/*", libs.display());
-        let java = |main: &str| {
-            let mut c = Command::new("java");
-            c.args([
-                "-Xms256m",
-                "-Xmx512m",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
-                "-XX:+ExitOnOutOfMemoryError",
-            ])
-            .arg("-Djava.awt.headless=true")
-            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-            .args(["-cp", &classpath, main]);
-            c
-        };
-        // Format the storage directory with a fresh cluster id (static voters: no --standalone).
-        let mut format = java("kafka.tools.StorageTool");
+        let mut format = Self::java(tools, "kafka.tools.StorageTool")?;
         format
             .args(["format", "-t", &cluster_id(), "-c"])
             .arg(&file);
@@ -177,8 +184,13 @@ impl Kafka {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut broker = java("kafka.Kafka");
-        broker.arg(&file);
+        Ok(())
+    }
+
+    /// Starts the broker of `<dir>/server.properties` (formatted already).
+    fn spawn(tools: &Tools, dir: &Path) -> Result<Managed> {
+        let mut broker = Self::java(tools, "kafka.Kafka")?;
+        broker.arg(dir.join("server.properties"));
         Managed::spawn("kafka", broker, &dir.join("logs"), Duration::ZERO)
     }
 
@@ -209,6 +221,13 @@ impl Kafka {
 
     pub fn process(&self) -> &Managed {
         &self.proc
+    }
+
+    /// Starts the broker again on its data (no format), its ports and its log file, and waits
+    /// until it is ready; after [`Stack::kill`], as a restarted pod would.
+    async fn start_again(&mut self, tools: &Tools) -> Result<()> {
+        self.proc = Self::spawn(tools, &self.dir)?;
+        self.wait_ready().await
     }
 }
 
@@ -263,6 +282,7 @@ fn random_base64_id() -> String {
 pub struct Zipkin {
     proc: Managed,
     port: u16,
+    dir: PathBuf,
 }
 
 impl Zipkin {
@@ -290,7 +310,11 @@ impl Zipkin {
         // A KAFKA_BOOTSTRAP_SERVERS in the environment would start Zipkin's Kafka collector.
         .env_remove("KAFKA_BOOTSTRAP_SERVERS");
         let proc = Managed::spawn("zipkin", cmd, &dir.join("logs"), Duration::ZERO)?;
-        Ok(Zipkin { proc, port })
+        Ok(Zipkin {
+            proc,
+            port,
+            dir: dir.to_path_buf(),
+        })
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
@@ -305,6 +329,14 @@ impl Zipkin {
             }
         })
         .await
+    }
+
+    /// Starts Zipkin again on its port (empty: its storage is in memory) and waits until it
+    /// is ready.
+    async fn start_again(&mut self, tools: &Tools) -> Result<()> {
+        let again = Self::spawn(tools, &self.dir, self.port)?;
+        self.proc = again.proc;
+        self.wait_ready().await
     }
 
     /// Base URL, e.g. `http://127.0.0.1:9411`.
@@ -326,6 +358,9 @@ pub struct Collector {
     grpc_port: u16,
     http_port: u16,
     health_port: u16,
+    metrics_port: u16,
+    zipkin_url: String,
+    dir: PathBuf,
 }
 
 impl Collector {
@@ -351,20 +386,42 @@ impl Collector {
     }
 
     fn spawn(tools: &Tools, dir: &Path, zipkin_url: &str) -> Result<Collector> {
-        let bin = tools.path("OTELCOL", "collector")?;
-        let (grpc_port, http_port, health_port) = (free_port(), free_port(), free_port());
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config={}", collector_config().display()));
-        for (k, v) in Self::env(grpc_port, http_port, health_port, free_port(), zipkin_url) {
-            cmd.env(k, v);
-        }
-        let proc = Managed::spawn("collector", cmd, &dir.join("logs"), Duration::from_secs(2))?;
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let proc = Self::run(tools, dir, ports, zipkin_url)?;
+        let [grpc_port, http_port, health_port, metrics_port] = ports;
         Ok(Collector {
             proc,
             grpc_port,
             http_port,
             health_port,
+            metrics_port,
+            zipkin_url: zipkin_url.to_string(),
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Starts the Collector on `[grpc, http, health, metrics]` ports.
+    fn run(tools: &Tools, dir: &Path, ports: [u16; 4], zipkin_url: &str) -> Result<Managed> {
+        let bin = tools.path("OTELCOL", "collector")?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config={}", collector_config().display()));
+        let [grpc, http, health, metrics] = ports;
+        for (k, v) in Self::env(grpc, http, health, metrics, zipkin_url) {
+            cmd.env(k, v);
+        }
+        Managed::spawn("collector", cmd, &dir.join("logs"), Duration::from_secs(2))
+    }
+
+    /// Starts the Collector again on its ports and waits until it is ready.
+    async fn start_again(&mut self, tools: &Tools) -> Result<()> {
+        let ports = [
+            self.grpc_port,
+            self.http_port,
+            self.health_port,
+            self.metrics_port,
+        ];
+        self.proc = Self::run(tools, &self.dir, ports, &self.zipkin_url)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
@@ -403,6 +460,14 @@ impl Collector {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// One component of the [`Stack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Kafka,
+    Collector,
+    Zipkin,
+}
 
 /// Kafka + Collector + Zipkin, started together; everything stops when this is dropped.
 #[derive(Debug)]
@@ -454,6 +519,30 @@ impl Stack {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
+    }
+
+    /// Kills `component` with SIGKILL (no clean shutdown); its data, ports and log file stay
+    /// for [`Stack::start_again`].
+    pub fn kill(&mut self, component: Component) {
+        say!("stack: killing {component:?} (SIGKILL)");
+        match component {
+            Component::Kafka => self.kafka.proc.kill(),
+            Component::Collector => self.collector.proc.kill(),
+            Component::Zipkin => self.zipkin.proc.kill(),
+        }
+    }
+
+    /// Starts a killed `component` again, as its restarted pod would be: same ports, same
+    /// data (Kafka's log dirs; Zipkin's storage is in memory, so it starts empty), the same
+    /// log file; waits until it is ready.
+    pub async fn start_again(&mut self, component: Component) -> Result<()> {
+        say!("stack: starting {component:?} again");
+        let tools = Tools::load()?;
+        match component {
+            Component::Kafka => self.kafka.start_again(&tools).await,
+            Component::Collector => self.collector.start_again(&tools).await,
+            Component::Zipkin => self.zipkin.start_again(&tools).await,
+        }
     }
 
     /// PIDs of the infrastructure processes.

@@ -8,7 +8,7 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images test check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
+.PHONY: help tools build images test faults check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,16 @@ images: tools build ## Build all six images (local bases, stand-ins, Journey's) 
 test: tools build ## Every test tier (unit, local stack, chart, images), timed, then the teardown proof
 	@rm -f "$(JOURNEY_PID_LEDGER)"
 	scripts/test.sh $(TIERS)
+
+# The long fault variants (tests/tests/faults/): a 45 s broker freeze, 30 s outages, three
+# cycles of each kill and scale; the figures go to docs/reliability.md.
+faults: ## Long fault runs under load (~15 min); writes the figures to docs/reliability.md
+	scripts/install-tools.sh apt kafka zipkin collector
+	$(CARGO) build --locked --bins -p producer -p consumer -p journeyctl -p journey-tests
+	@rm -f "$(JOURNEY_PID_LEDGER)"; mkdir -p "$(dir $(JOURNEY_PID_LEDGER))"
+	FAULTS=long FAULTS_REPORT=$(CURDIR)/docs/reliability.md \
+	  $(CARGO) test --locked -p journey-tests --test faults -- --nocapture
+	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger
 
 check-ledger: ## Prove nothing the harness recorded (processes, mounts, devices) is left
 	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger

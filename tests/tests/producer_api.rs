@@ -457,17 +457,20 @@ fn a_body_within_the_limit_but_larger_than_kafka_accepts_gets_413_and_is_not_wri
         Ok::<_, anyhow::Error>(())
     })?;
     let records = read_from(&bootstrap, "messages", &before, Duration::from_secs(10))?;
-    let marked: Vec<usize> = records
+    // Sorted: the two records may be on different partitions, read in partition order.
+    let mut marked: Vec<usize> = records
         .iter()
         .filter_map(|r| r.payload())
         .filter(|p| String::from_utf8_lossy(p).contains(&marker))
         .map(<[u8]>::len)
         .collect();
+    marked.sort_unstable();
     // The batch's payload is JSON: a string, quoted.
-    let expected = [
+    let mut expected = [
         format!("good {marker}").len(),
         format!("\"batch {marker}\"").len(),
     ];
+    expected.sort_unstable();
     ensure!(
         marked == expected,
         "only the good messages may reach Kafka; marked record sizes: {marked:?}"

@@ -341,24 +341,18 @@ async fn post_batch(
 }
 
 /// The producer's health: wedged when deliveries keep timing out (see [`stall`]), ready when
-/// its topic's metadata answers.
+/// its topic's metadata answers and the idempotent producer has its id.
 #[derive(Clone)]
-struct KafkaHealth {
-    producer: FutureProducer<ProducerContext>,
-    /// The same context the client reports its statistics to.
-    idempotence: ProducerContext,
-    topic: String,
-    deliveries: Deliveries,
-}
+struct KafkaHealth(Shared);
 
 impl health::Checks for KafkaHealth {
     fn wedged(&self, limit: Duration, now: Instant) -> Option<String> {
-        self.deliveries.wedged(limit, now)
+        self.0.deliveries.wedged(limit, now)
     }
 
     fn ready(&self) -> Result<(), String> {
-        journey_messaging::readiness::check_topic(self.producer.client(), &self.topic)?;
-        self.idempotence.ready()
+        journey_messaging::readiness::check_topic(self.0.producer.client(), &self.0.topic)?;
+        self.0.idempotence.ready()
     }
 }
 
@@ -448,15 +442,7 @@ async fn admit(
 }
 
 fn router(app: Shared, limits: Limits) -> Router {
-    let health = health::router(
-        KafkaHealth {
-            producer: app.producer.clone(),
-            idempotence: app.idempotence.clone(),
-            topic: app.topic.clone(),
-            deliveries: app.deliveries.clone(),
-        },
-        app.stall_timeout,
-    );
+    let health = health::router(KafkaHealth(app.clone()), app.stall_timeout);
     let slots = Slots {
         free: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
         total: limits.max_concurrent_requests,

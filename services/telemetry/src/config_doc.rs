@@ -7,15 +7,18 @@ use crate::{ENV_VARS, Error, TelemetrySettings};
 /// Every environment variable a clap command reads (its args' `env`, flattened groups
 /// included) plus telemetry's [`ENV_VARS`], sorted and unique.
 pub fn accepted_env(command: &clap::Command) -> Vec<String> {
-    let mut vars: Vec<String> = command
-        .get_arguments()
-        .filter_map(|a| a.get_env())
+    let mut vars: Vec<String> = argument_env(command)
         .map(|e| e.to_string_lossy().into_owned())
         .chain(ENV_VARS.iter().map(|s| s.to_string()))
         .collect();
     vars.sort();
     vars.dedup();
     vars
+}
+
+/// The variables `command`'s own arguments read (clap's `env`), not its subcommands'.
+pub(crate) fn argument_env(command: &clap::Command) -> impl Iterator<Item = &std::ffi::OsStr> {
+    command.get_arguments().filter_map(|a| a.get_env())
 }
 
 /// The `--print-config` document: `{"config": {...config, "telemetry": {...}},

@@ -6,9 +6,8 @@ use std::ffi::OsString;
 
 /// Every variable `cmd` and its subcommands read, sorted, once each.
 pub fn env_names(cmd: &clap::Command) -> Vec<OsString> {
-    let mut names: Vec<OsString> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_env().map(ToOwned::to_owned))
+    let mut names: Vec<OsString> = crate::config_doc::argument_env(cmd)
+        .map(ToOwned::to_owned)
         .collect();
     for sub in cmd.get_subcommands() {
         names.extend(env_names(sub));

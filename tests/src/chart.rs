@@ -23,6 +23,12 @@ pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/journey")
 }
 
+/// charts/journey/values.yaml, the chart's defaults (the local stack reads its topics and its
+/// largest record from there too).
+pub fn values_file() -> PathBuf {
+    chart_dir().join("values.yaml")
+}
+
 /// charts/journey/ci/<name>-values.yaml.
 pub fn ci_values(name: &str) -> PathBuf {
     chart_dir().join("ci").join(format!("{name}-values.yaml"))

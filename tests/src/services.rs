@@ -24,10 +24,10 @@ use serde_json::Value;
 
 use crate::process::{Managed, free_port, wait_until};
 use crate::runner::Fixture;
+use crate::say;
 use crate::stack::Stack;
 use crate::wait::{NotYet, deadline, ready};
 use crate::zipkin::{Span, ZipkinApi};
-use crate::{repo_root, say};
 
 /// How long a service may take to answer `/readyz`.
 pub const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,11 +58,16 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Seeds the stack's Kafka with the chart's `topics:` list (the one source of truth).
+/// The chart's `topics:` list (`charts/journey/values.yaml`, the one source of truth).
+pub fn chart_topics() -> Result<Vec<journeyctl::TopicSpec>> {
+    let values = crate::chart::values_file();
+    journeyctl::load_topics_file(&values)
+        .with_context(|| format!("reading topics from {}", values.display()))
+}
+
+/// Seeds the stack's Kafka with the chart's `topics:` list.
 pub async fn seed_topics(stack: &Stack) -> Result<()> {
-    let values = repo_root().join("charts/journey/values.yaml");
-    let topics = journeyctl::load_topics_file(&values)
-        .with_context(|| format!("reading topics from {}", values.display()))?;
+    let topics = chart_topics()?;
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", stack.kafka.bootstrap());
     let report = journeyctl::seed(&client, &topics, false)
@@ -70,7 +75,7 @@ pub async fn seed_topics(stack: &Stack) -> Result<()> {
         .context("seeding topics")?;
     say!(
         "topics seeded from {} (changed: {}): {:?}",
-        values.display(),
+        crate::chart::values_file().display(),
         report.changed(),
         topics.iter().map(|t| &t.name).collect::<Vec<_>>()
     );

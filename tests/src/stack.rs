@@ -45,7 +45,7 @@ pub struct Kafka {
 /// `kafka.maxMessageBytes` in the chart's values: the brokers' `message.max.bytes` and every
 /// client's, from one place.
 pub fn chart_max_message_bytes() -> Result<u64> {
-    let path = repo_root().join("charts/journey/values.yaml");
+    let path = crate::chart::values_file();
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let values: yaml_serde::Value = yaml_serde::from_str(&text)?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::{
-    JOURNEY_SPANS, Journey, TRACE_TIMEOUT, end_offsets, find_span, has_spans, header, post_json,
-    read_from, record_trace_id, render_tree,
+    JOURNEY_SPANS, Journey, TRACE_TIMEOUT, chart_topics, end_offsets, find_span, has_spans, header,
+    post_json, read_from, record_trace_id, render_tree,
 };
 use journey_tests::{say, tests};
 use rdkafka::Message as _;
@@ -185,18 +185,19 @@ fn the_next_good_message_still_flows_after_a_poison_message(j: &Journey) -> Resu
     })
 }
 
-/// Raises `topic`'s `max.message.bytes` above the broker's limit.
+/// Raises `topic`'s `max.message.bytes` above the broker's limit: the chart's topics seeded
+/// with that config added, as `journeyctl seed` does it (keeping the topic's other configs).
 fn allow_larger_records(bootstrap: &str, topic: &str, bytes: u32) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let bytes = bytes.to_string();
-    let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &bytes);
-    let results = block_on(admin.alter_configs([&alter], &AdminOptions::new()))?;
-    for result in results {
-        result.map_err(|(what, e)| anyhow::anyhow!("altering {what:?}: {e}"))?;
-    }
+    let mut topics = chart_topics()?;
+    topics
+        .iter_mut()
+        .find(|t| t.name == topic)
+        .with_context(|| format!("{topic} is not in the chart's topics"))?
+        .configs
+        .insert("max.message.bytes".into(), bytes.to_string());
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    block_on(journeyctl::seed(&client, &topics, false))?;
     Ok(())
 }
 

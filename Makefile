@@ -8,7 +8,7 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images test faults check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
+.PHONY: help tools build images test faults bench check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,15 @@ faults: ## Long fault runs under load (~15 min); writes the figures to docs/reli
 	@rm -f "$(JOURNEY_PID_LEDGER)"; mkdir -p "$(dir $(JOURNEY_PID_LEDGER))"
 	FAULTS=long FAULTS_REPORT=$(CURDIR)/docs/reliability.md \
 	  $(CARGO) test --locked -p journey-tests --test faults -- --nocapture
+	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger
+
+# Release builds on the local stack; BENCH_ARGS passes options (e.g. --soak 0s to skip the
+# 10-minute soak; `target/release/journey-bench --help` lists them).
+bench: ## Throughput, latency, CPU and memory side by side (~25 min); writes docs/benchmarks.md
+	scripts/install-tools.sh apt kafka zipkin collector
+	$(CARGO) build --locked --release --bins -p producer -p consumer -p journeyctl -p journey-tests
+	@rm -f "$(JOURNEY_PID_LEDGER)"; mkdir -p "$(dir $(JOURNEY_PID_LEDGER))"
+	target/release/journey-bench $(BENCH_ARGS)
 	$(CARGO) run --locked --quiet -p journey-tests --bin journey-stack -- check-ledger
 
 check-ledger: ## Prove nothing the harness recorded (processes, mounts, devices) is left

@@ -22,6 +22,7 @@
 //!   named tests, component logs printed when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod browser;
 pub mod chart;
 pub mod controlplane;

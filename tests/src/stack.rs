@@ -42,16 +42,34 @@ pub struct Kafka {
     dir: PathBuf,
 }
 
-/// `kafka.maxMessageBytes` in the chart's values: the brokers' `message.max.bytes` and every
-/// client's, from one place.
-pub fn chart_max_message_bytes() -> Result<u64> {
+/// The chart's `values.yaml`, parsed.
+fn chart_values() -> Result<yaml_serde::Value> {
     let path = crate::chart::values_file();
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let values: yaml_serde::Value = yaml_serde::from_str(&text)?;
-    values["kafka"]["maxMessageBytes"]
+    Ok(yaml_serde::from_str(&text)?)
+}
+
+/// `kafka.maxMessageBytes` in the chart's values: the brokers' `message.max.bytes` and every
+/// client's, from one place.
+pub fn chart_max_message_bytes() -> Result<u64> {
+    chart_values()?["kafka"]["maxMessageBytes"]
         .as_u64()
-        .with_context(|| format!("{}: no kafka.maxMessageBytes", path.display()))
+        .context("the chart's values have no kafka.maxMessageBytes")
+}
+
+/// The chart's Zipkin sizing (`zipkin.javaOpts`, `zipkin.memMaxSpans`), which the local Zipkin
+/// runs with too: what the benchmark's soak proves is what a user deploys.
+fn chart_zipkin_sizing() -> Result<(Vec<String>, u64)> {
+    let values = chart_values()?;
+    let zipkin = &values["zipkin"];
+    let opts = zipkin["javaOpts"]
+        .as_str()
+        .context("the chart's values have no zipkin.javaOpts")?;
+    let spans = zipkin["memMaxSpans"]
+        .as_u64()
+        .context("the chart's values have no zipkin.memMaxSpans")?;
+    Ok((opts.split_whitespace().map(String::from).collect(), spans))
 }
 
 impl Kafka {
@@ -288,27 +306,23 @@ pub struct Zipkin {
 impl Zipkin {
     fn spawn(tools: &Tools, dir: &Path, port: u16) -> Result<Zipkin> {
         let jar = tools.path("ZIPKIN_JAR", "zipkin")?;
+        let (java_opts, max_spans) = chart_zipkin_sizing()?;
         let mut cmd = Command::new("java");
-        // Exits on OOM instead of hanging in GC with /health unanswered (as the chart does).
-        cmd.args([
-            "-Xms128m",
-            "-Xmx512m",
-            "-XX:+UseG1GC",
-            "-XX:+ExitOnOutOfMemoryError",
-        ])
-        // Loopback only, like the rest of the local stack (QUERY_PORT alone binds every
-        // interface; Armeria's port list replaces it whole).
-        .arg("-Darmeria.ports[0].ip=127.0.0.1")
-        .arg(format!("-Darmeria.ports[0].port={port}"))
-        .arg("-Darmeria.ports[0].protocols=http")
-        .arg("-jar")
-        .arg(jar)
-        .env("QUERY_PORT", port.to_string())
-        .env("STORAGE_TYPE", "mem")
-        .env("MEM_MAX_SPANS", "500000")
-        .env("SELF_TRACING_ENABLED", "false")
-        // A KAFKA_BOOTSTRAP_SERVERS in the environment would start Zipkin's Kafka collector.
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+        // The chart's heap; it exits on OOM instead of hanging in GC with /health unanswered.
+        cmd.args(&java_opts)
+            // Loopback only, like the rest of the local stack (QUERY_PORT alone binds every
+            // interface; Armeria's port list replaces it whole).
+            .arg("-Darmeria.ports[0].ip=127.0.0.1")
+            .arg(format!("-Darmeria.ports[0].port={port}"))
+            .arg("-Darmeria.ports[0].protocols=http")
+            .arg("-jar")
+            .arg(jar)
+            .env("QUERY_PORT", port.to_string())
+            .env("STORAGE_TYPE", "mem")
+            .env("MEM_MAX_SPANS", max_spans.to_string())
+            .env("SELF_TRACING_ENABLED", "false")
+            // A KAFKA_BOOTSTRAP_SERVERS in the environment would start Zipkin's Kafka collector.
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
         let proc = Managed::spawn("zipkin", cmd, &dir.join("logs"), Duration::ZERO)?;
         Ok(Zipkin {
             proc,
@@ -447,6 +461,11 @@ impl Collector {
     /// OTLP/HTTP base URL (the SDK appends `/v1/traces`).
     pub fn otlp_http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The Collector's own metrics, in Prometheus format.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     /// The health_check extension's URL (what journeyctl's `COLLECTOR_HEALTH_URL` points at).

@@ -13,13 +13,18 @@
 //! then, its key's order is not kept.
 //!
 //! - **Bound**: `MAX_IN_FLIGHT` records and `MAX_IN_FLIGHT_BYTES` of keys and values between
-//!   receipt and done. At the bound every assigned partition is paused, and resumed once half
-//!   of that is done ([`Lanes::backpressure`]); the main loop keeps polling all the while, so
-//!   rebalances are served and the group membership kept (a consumer that stops polling
-//!   leaves its group). Records librdkafka had already handed out are still taken (a few over
-//!   the bound). All partitions pause and resume together: pausing one while the others kept
-//!   fetching made its resume wait behind their long poll (`fetch.wait.max.ms`), which capped
-//!   the first design at ~17 records per partition per ~0.5 s stall.
+//!   receipt and done. At the bound the main loop **holds**: it stops taking records until
+//!   half of that is done, and librdkafka's prefetched records wait in its queue
+//!   ([`Lanes::holding`]). Only a hold longer than [`PAUSE_AFTER`] (records stuck, e.g. a
+//!   forward retrying while Kafka is away) pauses every assigned partition, so that the main
+//!   loop can poll again: polling serves rebalances and keeps the group membership. Those
+//!   partitions are resumed once half of the bound is done ([`Lanes::backpressure`]). Records
+//!   librdkafka had already handed out are still taken (a few over the bound).
+//!   - Why not pause at once: librdkafka drops a paused partition's prefetched records and
+//!     fetches them again after the resume, one fetch round trip later. Pausing at every
+//!     bound capped a relay at one bound per ~1 s (256 records/s, whatever the work).
+//!   - All partitions pause and resume together: pausing one while the others kept fetching
+//!     made its resume wait behind their long poll (`fetch.wait.max.ms`).
 //! - **At-least-once**: per partition, the offsets received and not yet done are kept; when a
 //!   record is done (processed and forwarded, or dead-lettered) the offset just below the first
 //!   one not done is stored, and the auto-commit timer commits it. A committed offset never
@@ -34,6 +39,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::OwnedMessage;
@@ -144,7 +150,14 @@ pub(crate) struct Lanes {
     seq: u64,
     /// The partitions paused by [`Lanes::backpressure`].
     paused: BTreeSet<Partition>,
+    /// Since when the bound has been reached (until half of it is done again).
+    full_since: Option<tokio::time::Instant>,
 }
+
+/// How long the main loop holds at the bound before it pauses the partitions (see the module
+/// docs): longer than half a bound of records takes at the chart's work per record, well
+/// under the session and poll timeouts.
+pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(2);
 
 impl Lanes {
     pub fn new(
@@ -167,6 +180,7 @@ impl Lanes {
             stopping,
             seq: 0,
             paused: BTreeSet::new(),
+            full_since: None,
         }
     }
 
@@ -181,45 +195,76 @@ impl Lanes {
             && self.bytes_in_flight <= self.max_in_flight_bytes / 2
     }
 
-    /// At the bound, pauses every assigned partition; once half of it is done, resumes them.
-    /// Call it after each turn of the main loop. While paused, the assignment is not read
+    /// `true` while the main loop should take no record: at the bound, for at most
+    /// [`PAUSE_AFTER`] (after that the partitions are paused and it polls again).
+    pub fn holding(&self) -> bool {
+        self.full_since.is_some() && self.paused.is_empty()
+    }
+
+    /// When the current hold has lasted [`PAUSE_AFTER`] (`None` when not holding); then call
+    /// [`Lanes::backpressure`].
+    pub fn hold_expires(&self) -> Option<tokio::time::Instant> {
+        self.full_since
+            .filter(|_| self.paused.is_empty())
+            .map(|since| since + PAUSE_AFTER)
+    }
+
+    /// Call it after each turn of the main loop. At the bound, starts a hold; a hold older
+    /// than [`PAUSE_AFTER`] pauses every assigned partition; once half of the bound is done,
+    /// ends the hold and resumes what was paused. While paused, the assignment is not read
     /// again at every record: a rebalance (eager, the default assignors) revokes every
     /// partition first, which empties `paused` ([`Lanes::revoke`]), so the next turn at the
     /// bound pauses the new assignment.
     pub fn backpressure(&mut self) {
-        if self.full() && self.paused.is_empty() {
-            let assigned = match self.consumer.assignment() {
-                Ok(tpl) => tpl,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the assignment to pause it failed");
-                    return;
-                }
-            };
-            let mut tpl = TopicPartitionList::new();
-            for e in assigned.elements() {
-                if self.paused.insert((e.topic().to_string(), e.partition())) {
-                    tpl.add_partition(e.topic(), e.partition());
-                }
+        if self.full() {
+            let since = *self
+                .full_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            if self.paused.is_empty() && since.elapsed() >= PAUSE_AFTER {
+                self.pause_all();
             }
-            if tpl.count() > 0 {
-                match self.consumer.pause(&tpl) {
-                    Ok(()) => tracing::debug!(
-                        in_flight = self.tasks.len(),
-                        partitions = tpl.count(),
-                        "in-flight bound reached: partitions paused"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "pausing the partitions failed"),
-                }
+        } else if self.half_empty() {
+            self.full_since = None;
+            if !self.paused.is_empty() {
+                self.resume_all();
             }
-        } else if !self.paused.is_empty() && self.half_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in std::mem::take(&mut self.paused) {
-                tpl.add_partition(&topic, partition);
+        }
+    }
+
+    fn pause_all(&mut self) {
+        let assigned = match self.consumer.assignment() {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the assignment to pause it failed");
+                return;
             }
-            match self.consumer.resume(&tpl) {
-                Ok(()) => tracing::debug!(in_flight = self.tasks.len(), "partitions resumed"),
-                Err(e) => tracing::warn!(error = %e, "resuming the partitions failed"),
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assigned.elements() {
+            if self.paused.insert((e.topic().to_string(), e.partition())) {
+                tpl.add_partition(e.topic(), e.partition());
             }
+        }
+        if tpl.count() > 0 {
+            match self.consumer.pause(&tpl) {
+                Ok(()) => tracing::debug!(
+                    in_flight = self.tasks.len(),
+                    partitions = tpl.count(),
+                    "in-flight bound held too long: partitions paused"
+                ),
+                Err(e) => tracing::warn!(error = %e, "pausing the partitions failed"),
+            }
+        }
+    }
+
+    fn resume_all(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in std::mem::take(&mut self.paused) {
+            tpl.add_partition(&topic, partition);
+        }
+        match self.consumer.resume(&tpl) {
+            Ok(()) => tracing::debug!(in_flight = self.tasks.len(), "partitions resumed"),
+            Err(e) => tracing::warn!(error = %e, "resuming the partitions failed"),
         }
     }
 

@@ -467,7 +467,9 @@ impl Processor {
                     self.metrics
                         .produced
                         .add(1, &Metrics::topic_attrs(&sent.topic));
+                    // A log line, no span event (see the sink's line below).
                     tracing::info!(
+                        target: journey_telemetry::MESSAGE_LOG_TARGET,
                         topic = %sent.topic,
                         partition = sent.partition,
                         offset = sent.offset,
@@ -484,7 +486,10 @@ impl Processor {
                 }
             }
         } else {
+            // A log line (with the trace id) but no span event, which would repeat the process
+            // span's attributes: target MESSAGE_LOG_TARGET never reaches OpenTelemetry.
             tracing::info!(
+                target: journey_telemetry::MESSAGE_LOG_TARGET,
                 topic = msg.topic(),
                 partition = msg.partition(),
                 offset = msg.offset(),
@@ -672,6 +677,7 @@ pub async fn run(
     let mut outcome = Ok(());
     tokio::pin!(shutdown);
     loop {
+        let (holding, hold_expires) = (lanes.holding(), lanes.hold_expires());
         let received = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -689,10 +695,15 @@ pub async fn run(
                     break;
                 }
             },
+            () = sleep_until_some(hold_expires) => {
+                lanes.backpressure();
+                None
+            }
             () = consumer.context().revocation() => None,
-            // Always polled, also at the bound (then the partitions are paused): polling serves
-            // rebalances and keeps this consumer in its group.
-            received = consumer.recv() => Some(received.map(|m| m.detach())),
+            // Not while holding at the bound (at most PAUSE_AFTER; then the partitions are
+            // paused and polling goes on): polling serves rebalances and keeps this consumer
+            // in its group.
+            received = consumer.recv(), if !holding => Some(received.map(|m| m.detach())),
         };
         // Rebalances are served inside recv(): skip the revoked partitions' records before
         // dispatching anything that was received after the rebalance.
@@ -749,6 +760,14 @@ pub async fn run(
     }
     tracing::info!("consumer stopped");
     outcome
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,15 @@
 //! `load`: drive the producer at a steady rate and summarise what happened.
 //!
+//! Requests leave on a fixed schedule (request n at n × period) until `duration` is up: a
+//! producer slower than the rate makes the run send fewer, never run longer. With `batch`,
+//! each request is a `POST /messages/batch` of that many messages (the rate stays in
+//! messages per second).
+//!
 //! Latencies go into an HDR histogram (microseconds, 3 significant digits); on a terminal an
 //! `indicatif` bar shows progress on stderr, elsewhere a line every 5 s does.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,10 @@ pub struct LoadOptions {
     pub concurrency: usize,
     /// Progress on stderr (a bar on a terminal, a line every 5 s otherwise).
     pub progress: bool,
+    /// Messages per request (`POST /messages/batch`); `None`: one per `POST /messages`.
+    pub batch: Option<NonZeroUsize>,
+    /// Keep the trace id of every acked request in [`LoadSummary::trace_ids`].
+    pub keep_trace_ids: bool,
 }
 
 /// Why a load run could not start.
@@ -34,13 +44,17 @@ pub enum LoadError {
     ProgressTemplate(#[source] indicatif::style::TemplateError),
 }
 
-/// What a run did. `sent` = requests made; `acked` = 202 answers (the broker acked);
-/// `errors` = everything else (grouped in `error_kinds`).
+/// What a run did. `sent` = messages sent; `acked` = messages the broker acked (a 202, or a
+/// batch's acked items); `errors` = requests answered otherwise (grouped in `error_kinds`);
+/// latencies are per request.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadSummary {
     pub run_id: String,
     pub sent: u64,
     pub acked: u64,
+    /// The trace ids of the acked requests, when asked for (not printed).
+    #[serde(skip)]
+    pub trace_ids: Vec<String>,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
@@ -84,16 +98,18 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 struct Tally {
     sent: u64,
     acked: u64,
+    trace_ids: Option<Vec<String>>,
     errors: u64,
     error_kinds: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
 }
 
 impl Tally {
-    fn new() -> Result<Tally, LoadError> {
+    fn new(keep_trace_ids: bool) -> Result<Tally, LoadError> {
         Ok(Tally {
             sent: 0,
             acked: 0,
+            trace_ids: keep_trace_ids.then(Vec::new),
             errors: 0,
             error_kinds: BTreeMap::new(),
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
@@ -123,6 +139,7 @@ impl Tally {
             run_id,
             sent: self.sent,
             acked: self.acked,
+            trace_ids: self.trace_ids.clone().unwrap_or_default(),
             errors: self.errors,
             error_kinds: self.error_kinds.clone(),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -165,16 +182,30 @@ fn progress_lines(bar: ProgressBar, tally: Arc<Mutex<Tally>>) -> tokio::task::Jo
     })
 }
 
-/// Sends one message and counts what the producer answered.
-async fn send_one(client: ProducerClient, msg: serde_json::Value, tally: Arc<Mutex<Tally>>) {
-    let outcome = client.post(&msg).await;
+/// What one request carries.
+enum Request {
+    One(serde_json::Value),
+    Batch(Vec<serde_json::Value>),
+}
+
+/// Sends one request (one message, or a batch) and counts what the producer answered.
+async fn send_one(client: ProducerClient, msgs: Request, tally: Arc<Mutex<Tally>>) {
+    let outcome = match msgs {
+        Request::One(msg) => client.post(&msg).await,
+        Request::Batch(msgs) => client.post_batch(&msgs).await,
+    };
     let mut t = tally.lock().await;
     match outcome {
         Ok(p) => {
             t.record_latency(p.latency);
-            if p.acked() {
-                t.acked += 1;
-            } else {
+            let acked = p.acked_count();
+            t.acked += acked;
+            if acked > 0
+                && let (Some(ids), Some(id)) = (t.trace_ids.as_mut(), p.trace_id())
+            {
+                ids.push(id.to_string());
+            }
+            if !p.acked() {
                 t.record_error(format!("HTTP {}", p.status));
             }
         }
@@ -197,30 +228,46 @@ async fn joined(result: Result<(), tokio::task::JoinError>, tally: &Mutex<Tally>
 /// Runs the load. Every message is `{"key": "<run>-<n>", "payload": {"run": .., "seq": n}}`.
 #[tracing::instrument(name = "load", skip_all, fields(rate = opts.rate, duration = ?opts.duration))]
 pub async fn run(client: &ProducerClient, opts: &LoadOptions) -> Result<LoadSummary, LoadError> {
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let per_request = opts.batch.map_or(1, NonZeroUsize::get) as u64;
+    let requests = (opts.rate * opts.duration.as_secs_f64() / per_request as f64)
+        .round()
+        .max(1.0) as u64;
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let tally = Arc::new(Mutex::new(Tally::new()?));
+    let tally = Arc::new(Mutex::new(Tally::new(opts.keep_trace_ids)?));
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let bar = progress_bar(total, opts.progress)?;
+    let bar = progress_bar(requests * per_request, opts.progress)?;
     let lines =
         (opts.progress && bar.is_hidden()).then(|| progress_lines(bar.clone(), tally.clone()));
     let started = Instant::now();
+    let ends = started + opts.duration;
 
-    let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+    let period = Duration::from_secs_f64(per_request as f64 / opts.rate.max(0.001));
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..total {
-        // Steady schedule: message n leaves at n × period (late ones go at once).
-        tokio::time::sleep_until((started + period.mul_f64(n as f64)).into()).await;
+    for r in 0..requests {
+        // Steady schedule: request r leaves at r × period (late ones go at once), until the
+        // duration is up.
+        tokio::time::sleep_until((started + period.mul_f64(r as f64)).into()).await;
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let msg = serde_json::json!({"key": format!("{run_id}-{n}"), "payload": {"run": run_id, "seq": n}});
-        tally.lock().await.sent += 1;
-        bar.inc(1);
+        if Instant::now() >= ends && r > 0 {
+            break;
+        }
+        let message = |n| serde_json::json!({"key": format!("{run_id}-{n}"), "payload": {"run": run_id, "seq": n}});
+        let msgs = match opts.batch {
+            None => Request::One(message(r)),
+            Some(_) => Request::Batch(
+                (r * per_request..(r + 1) * per_request)
+                    .map(message)
+                    .collect(),
+            ),
+        };
+        tally.lock().await.sent += per_request;
+        bar.inc(per_request);
         let (client, counted, bar) = (client.clone(), tally.clone(), bar.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            send_one(client, msg, counted.clone()).await;
+            send_one(client, msgs, counted.clone()).await;
             bar.set_message(counted.lock().await.progress_message());
         });
         while let Some(r) = tasks.try_join_next() {
@@ -245,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_summary_gives_latency_percentiles_in_milliseconds() {
-        let mut t = Tally::new().unwrap();
+        let mut t = Tally::new(false).unwrap();
         for ms in 1..=100 {
             t.record_latency(Duration::from_millis(ms));
         }
@@ -263,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_run_without_answers_reports_zero_latencies() {
-        let s = Tally::new()
+        let s = Tally::new(false)
             .unwrap()
             .summary("run".into(), Duration::from_secs(1));
         assert_eq!(
@@ -274,7 +321,7 @@ mod tests {
 
     #[test]
     fn errors_are_counted_by_kind() {
-        let mut t = Tally::new().unwrap();
+        let mut t = Tally::new(false).unwrap();
         t.record_error("HTTP 503".into());
         t.record_error("HTTP 503".into());
         t.record_error("timeout".into());

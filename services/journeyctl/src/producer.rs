@@ -1,4 +1,4 @@
-//! A traced client for the producer's `POST /messages`.
+//! A traced client for the producer's `POST /messages` and `POST /messages/batch`.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,14 @@ impl Posted {
     pub fn trace_id(&self) -> Option<&str> {
         self.body.get("trace_id").and_then(Value::as_str)
     }
+    /// How many messages the broker acked: 1 or 0 for one message; a batch's `acked` count
+    /// (202 and 207 answers say it per message).
+    pub fn acked_count(&self) -> u64 {
+        match self.body.get("acked").and_then(Value::as_u64) {
+            Some(n) if self.status == 202 || self.status == 207 => n,
+            _ => u64::from(self.acked()),
+        }
+    }
 }
 
 /// `POST {base}/messages` with a JSON body, in a CLIENT span whose context travels in
@@ -28,14 +36,17 @@ impl Posted {
 #[derive(Debug, Clone)]
 pub struct ProducerClient {
     url: String,
+    batch_url: String,
     http: reqwest::Client,
 }
 
 impl ProducerClient {
     /// Fails only when no HTTP client can be built here (no TLS backend).
     pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let base = base.trim_end_matches('/');
         Ok(ProducerClient {
-            url: format!("{}/messages", base.trim_end_matches('/')),
+            url: format!("{base}/messages"),
+            batch_url: format!("{base}/messages/batch"),
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .pool_max_idle_per_host(256)
@@ -48,12 +59,27 @@ impl ProducerClient {
     }
 
     pub async fn post(&self, message: &Value) -> Result<Posted, reqwest::Error> {
+        self.post_to(&self.url, "POST /messages", message).await
+    }
+
+    /// `POST {base}/messages/batch` with a JSON array of messages.
+    pub async fn post_batch(&self, messages: &[Value]) -> Result<Posted, reqwest::Error> {
+        self.post_to(&self.batch_url, "POST /messages/batch", messages)
+            .await
+    }
+
+    async fn post_to<B: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        name: &'static str,
+        body: &B,
+    ) -> Result<Posted, reqwest::Error> {
         let span = tracing::info_span!(
-            "POST /messages",
-            otel.name = "POST /messages",
+            "POST",
+            otel.name = name,
             otel.kind = "client",
             http.request.method = "POST",
-            url.full = %self.url,
+            url.full = %url,
             http.response.status_code = tracing::field::Empty,
         );
         let mut headers = http::HeaderMap::new();
@@ -62,9 +88,9 @@ impl ProducerClient {
             let started = Instant::now();
             let resp = self
                 .http
-                .post(&self.url)
+                .post(url)
                 .headers(headers)
-                .json(message)
+                .json(body)
                 .send()
                 .await?;
             let status = resp.status().as_u16();
@@ -80,5 +106,42 @@ impl ProducerClient {
         }
         .instrument(span)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn posted(status: u16, body: Value) -> Posted {
+        Posted {
+            status,
+            body,
+            latency: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_single_message_counts_one_ack_only_when_answered_202() {
+        assert_eq!(posted(202, json!({"trace_id": "t"})).acked_count(), 1);
+        assert_eq!(
+            posted(503, json!({"error": "kafka_unavailable"})).acked_count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_batch_counts_the_items_the_broker_acked() {
+        assert_eq!(
+            posted(202, json!({"count": 100, "acked": 100})).acked_count(),
+            100
+        );
+        assert_eq!(
+            posted(207, json!({"count": 100, "acked": 40})).acked_count(),
+            40
+        );
+        // A refused batch says nothing was acked, whatever a body claims.
+        assert_eq!(posted(413, json!({"acked": 7})).acked_count(), 0);
     }
 }

@@ -173,7 +173,10 @@ impl App {
             Ok(sent) => {
                 self.deliveries.acked();
                 self.metrics.produced.add(1, &attrs);
+                // A log line (with the trace id) but no span event: the send span's
+                // attributes already say it (target MESSAGE_LOG_TARGET, see OTEL_FILTER).
                 tracing::info!(
+                    target: journey_telemetry::MESSAGE_LOG_TARGET,
                     partition = sent.partition,
                     offset = sent.offset,
                     "message acked"

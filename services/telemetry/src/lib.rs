@@ -30,7 +30,7 @@ pub mod test_support;
 
 pub use config_doc::{accepted_env, config_document, print_config};
 pub use error::Error;
-pub use init::{TelemetryGuard, init};
+pub use init::{MESSAGE_LOG_TARGET, TelemetryGuard, init};
 pub use logfmt::current_trace_ids;
 pub use main_support::{print_config_exit, run_with_telemetry, serve};
 pub use metrics::Metrics;

@@ -40,10 +40,28 @@ where
     };
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Json => layer.event_format(JsonLines).boxed(),
+        // JSON lines name the current span but never print its fields: not formatting them
+        // at every span's start and `record` spares the hot path (see docs/benchmarks.md).
+        LogFormat::Json => layer
+            .fmt_fields(NoSpanFields)
+            .event_format(JsonLines)
+            .boxed(),
         LogFormat::Pretty => layer
             .event_format(Pretty(format::Format::default()))
             .boxed(),
+    }
+}
+
+/// Formats no span fields: [`JsonLines`] reads an event's own fields with its own visitor.
+struct NoSpanFields;
+
+impl<'w> FormatFields<'w> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
     }
 }
 

@@ -19,6 +19,8 @@ pub(super) async fn load(a: LoadArgs) -> Result<(), Error> {
         duration: a.duration,
         concurrency: a.concurrency.get(),
         progress: !a.json || std::io::stderr().is_terminal(),
+        batch: a.batch,
+        keep_trace_ids: false,
     };
     let summary = run(&client, &opts).await?;
     if a.json {

@@ -347,6 +347,10 @@ pub struct LoadArgs {
     /// At most this many requests in flight (at least 1).
     #[arg(long, default_value = "16")]
     pub concurrency: NonZeroUsize,
+    /// Send this many messages per request to `/messages/batch` (the rate stays in messages
+    /// per second); unset: one message per `POST /messages`.
+    #[arg(long)]
+    pub batch: Option<NonZeroUsize>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

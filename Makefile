@@ -38,7 +38,7 @@ faults: ## Long fault runs under load (~15 min); writes the figures to docs/reli
 
 # Release builds on the local stack; BENCH_ARGS passes options (e.g. --soak 0s to skip the
 # 10-minute soak; `target/release/journey-bench --help` lists them).
-bench: ## Throughput, latency, CPU and memory side by side (~25 min); writes docs/benchmarks.md
+bench: ## Throughput, latency, CPU and memory side by side (~17 min); writes docs/benchmarks.md
 	scripts/install-tools.sh apt kafka zipkin collector
 	$(CARGO) build --locked --release --bins -p producer -p consumer -p journeyctl -p journey-tests
 	@rm -f "$(JOURNEY_PID_LEDGER)"; mkdir -p "$(dir $(JOURNEY_PID_LEDGER))"

@@ -68,6 +68,16 @@ impl Sample {
     }
 }
 
+impl Sample {
+    /// The span counters counted from `earlier` on (memory and queue as they are).
+    pub fn since(mut self, earlier: &Sample) -> Sample {
+        self.accepted_spans -= earlier.accepted_spans;
+        self.sent_spans -= earlier.sent_spans;
+        self.shed_spans -= earlier.shed_spans;
+        self
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

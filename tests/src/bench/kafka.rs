@@ -113,8 +113,13 @@ impl Lag {
     }
 
     /// Records on the topic not yet committed by the group (all of them before its first
-    /// commit).
+    /// commit). The Kafka calls block: the worker thread hands its other tasks (the load)
+    /// to another one meanwhile, so a lag reading never stalls the load.
     pub fn now(&self) -> Result<i64> {
+        tokio::task::block_in_place(|| self.read())
+    }
+
+    fn read(&self) -> Result<i64> {
         let ends = end_offsets(&self.bootstrap, &self.topic)?;
         let mut tpl = TopicPartitionList::new();
         for (p, _) in &ends {

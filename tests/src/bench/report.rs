@@ -23,6 +23,17 @@ pub struct Report {
     pub components: Vec<(String, f64, f64)>,
     /// The chart file's name, next to the report.
     pub chart: Option<String>,
+    /// The Collector after the producer's full-speed and fixed-rate steps (2 and 3).
+    pub backend_after_ingest: Option<super::backend::Sample>,
+}
+
+/// ` (12 × HTTP 503, 1 × timeout)`, or nothing without errors.
+fn error_kinds(kinds: &std::collections::BTreeMap<String, u64>) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+    format!(" ({})", each.join(", "))
 }
 
 /// The goals of the throughput work (issue 12), each with what this run measured.
@@ -193,6 +204,27 @@ impl Report {
                 on.rate() / off.rate().max(0.001)
             )?;
         }
+        if let Some(b) = &self.backend_after_ingest {
+            let what = if b.shed_spans > 0.0 {
+                "the producer made spans faster than the in-memory Zipkin took them in, and the \
+                 Collector's bounded export queue dropped the rest and counted them \
+                 (`otelcol_exporter_enqueue_failed_spans`)"
+            } else {
+                "Zipkin took in every span; had it been slower, the Collector's bounded export \
+                 queue would have dropped the rest and counted them \
+                 (`otelcol_exporter_enqueue_failed_spans`)"
+            };
+            writeln!(
+                w,
+                "\nThe tracing back end meanwhile: the Collector took in {:.0} spans, sent {:.0} \
+                 to Zipkin and shed {:.0} ({:.1} %): {what}. Zipkin's peak memory is in the last \
+                 table.",
+                b.accepted_spans,
+                b.sent_spans,
+                b.shed_spans,
+                100.0 * b.shed_spans / b.accepted_spans.max(1.0)
+            )?;
+        }
         if let Some(c) = &self.ceiling {
             writeln!(
                 w,
@@ -292,10 +324,12 @@ impl Report {
         if !self.end_to_end.is_empty() {
             writeln!(
                 w,
-                "\n## End to end, from the traces\n\nProducer, relay and sink at a fixed rate; \
-                 after both groups committed everything, every acked message's trace is read \
+                "\n## End to end, from the traces\n\nProducer, relay and sink at a fixed rate, \
+                 `ORDERING=key` (at 20 ms of work, partition order tops out near 150 msg/s on 3 \
+                 partitions: see the drains); after both groups committed everything, every acked message's trace is read \
                  back from Zipkin. End to end = from the producer's first span to the end of the \
-                 sink's last. Complete = the trace has the sink's span.\n\n| Offered msg/s | PROCESS_DELAY_MS | Acked | Complete traces | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+                 sink's last. Complete = the trace has the sink's span (Zipkin keeps the last \
+                 `zipkin.memMaxSpans` spans only: a longer run's first traces are gone).\n\n| Offered msg/s | PROCESS_DELAY_MS | Acked | Complete traces | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
             )?;
             for e in &self.end_to_end {
                 writeln!(
@@ -321,14 +355,15 @@ impl Report {
         writeln!(
             w,
             "\n## Soak: the tracing back end\n\nThe whole journey at {:.0} msg/s for {:.0} s \
-             (PROCESS_DELAY_MS={}), Zipkin and the Collector configured as the chart configures \
-             them. {} acked, {} errors; both groups at lag 0 {:.1} s after the load; {} of the \
+             (PROCESS_DELAY_MS={}, `ORDERING=key`), Zipkin and the Collector configured as the \
+             chart configures them (span counts from the soak's start). {} acked, {} errors{}; both groups at lag 0 {:.1} s after the load; {} of the \
              last {} traces complete.\n\n| At s | Zipkin RSS MiB | Zipkin /health ms | Collector RSS MiB | Export queue | Spans accepted | Spans sent | Spans shed | Relay lag | Sink lag |\n|---|---|---|---|---|---|---|---|---|---|",
             s.rate,
             s.load.elapsed_ms as f64 / 1000.0,
             s.delay_ms,
             s.load.acked,
             s.load.errors,
+            error_kinds(&s.load.error_kinds),
             s.secs_to_zero,
             s.last.complete,
             s.last.checked

@@ -65,14 +65,22 @@ pub fn chart_topics() -> Result<Vec<journeyctl::TopicSpec>> {
         .with_context(|| format!("reading topics from {}", values.display()))
 }
 
+/// Creates (or updates) `topics` on the stack's Kafka with journeyctl's seed.
+pub async fn seed(
+    stack: &Stack,
+    topics: &[journeyctl::TopicSpec],
+) -> Result<journeyctl::SeedReport> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", stack.kafka.bootstrap());
+    journeyctl::seed(&client, topics, false)
+        .await
+        .context("seeding topics")
+}
+
 /// Seeds the stack's Kafka with the chart's `topics:` list.
 pub async fn seed_topics(stack: &Stack) -> Result<()> {
     let topics = chart_topics()?;
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", stack.kafka.bootstrap());
-    let report = journeyctl::seed(&client, &topics, false)
-        .await
-        .context("seeding topics")?;
+    let report = seed(stack, &topics).await?;
     say!(
         "topics seeded from {} (changed: {}): {:?}",
         crate::chart::values_file().display(),

@@ -7,8 +7,9 @@ use anyhow::{Context, Result, ensure};
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::{
     JOURNEY_SPANS, Journey, TRACE_TIMEOUT, chart_topics, end_offsets, find_span, has_spans, header,
-    post_json, read_from, record_trace_id, render_tree,
+    post_json, read_from, record_trace_id, render_tree, seed,
 };
+use journey_tests::stack::Stack;
 use journey_tests::{say, tests};
 use rdkafka::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -187,7 +188,7 @@ fn the_next_good_message_still_flows_after_a_poison_message(j: &Journey) -> Resu
 
 /// Raises `topic`'s `max.message.bytes` above the broker's limit: the chart's topics seeded
 /// with that config added, as `journeyctl seed` does it (keeping the topic's other configs).
-fn allow_larger_records(bootstrap: &str, topic: &str, bytes: u32) -> Result<()> {
+fn allow_larger_records(stack: &Stack, topic: &str, bytes: u32) -> Result<()> {
     let mut topics = chart_topics()?;
     topics
         .iter_mut()
@@ -195,9 +196,7 @@ fn allow_larger_records(bootstrap: &str, topic: &str, bytes: u32) -> Result<()> 
         .with_context(|| format!("{topic} is not in the chart's topics"))?
         .configs
         .insert("max.message.bytes".into(), bytes.to_string());
-    let mut client = rdkafka::ClientConfig::new();
-    client.set("bootstrap.servers", bootstrap);
-    block_on(journeyctl::seed(&client, &topics, false))?;
+    block_on(seed(stack, &topics))?;
     Ok(())
 }
 
@@ -208,7 +207,7 @@ fn a_record_too_large_to_forward_is_dead_lettered_without_its_value_and_the_rela
     // topic can allow more (`max.message.bytes`), as can a broker the chart does not run. A
     // record over the relay's limit can neither be forwarded nor dead-lettered whole.
     let bootstrap = j.bootstrap().to_string();
-    allow_larger_records(&bootstrap, "messages", 2_000_000)?;
+    allow_larger_records(&j.stack, "messages", 2_000_000)?;
     let before = end_offsets(&bootstrap, "messages.dlq")?;
     let key = format!("large-{}", rand::random::<u32>());
     let value = vec![b'x'; 1_010_000];

@@ -15,7 +15,7 @@
 //! - **Bound**: `MAX_IN_FLIGHT` records and `MAX_IN_FLIGHT_BYTES` of keys and values between
 //!   receipt and done. At the bound the main loop **holds**: it stops taking records until
 //!   half of that is done, and librdkafka's prefetched records wait in its queue
-//!   ([`Lanes::holding`]). Only a hold longer than [`PAUSE_AFTER`] (records stuck, e.g. a
+//!   ([`Lanes::hold_expires`]). Only a hold longer than [`PAUSE_AFTER`] (records stuck, e.g. a
 //!   forward retrying while Kafka is away) pauses every assigned partition, so that the main
 //!   loop can poll again: polling serves rebalances and keeps the group membership. Those
 //!   partitions are resumed once half of the bound is done ([`Lanes::backpressure`]). Records
@@ -195,14 +195,10 @@ impl Lanes {
             && self.bytes_in_flight <= self.max_in_flight_bytes / 2
     }
 
-    /// `true` while the main loop should take no record: at the bound, for at most
-    /// [`PAUSE_AFTER`] (after that the partitions are paused and it polls again).
-    pub fn holding(&self) -> bool {
-        self.full_since.is_some() && self.paused.is_empty()
-    }
-
-    /// When the current hold has lasted [`PAUSE_AFTER`] (`None` when not holding); then call
-    /// [`Lanes::backpressure`].
+    /// While holding (the main loop takes no record: at the bound, for at most
+    /// [`PAUSE_AFTER`], after which the partitions are paused and it polls again): when the
+    /// hold has lasted [`PAUSE_AFTER`], and then call [`Lanes::backpressure`]. `None` when
+    /// not holding.
     pub fn hold_expires(&self) -> Option<tokio::time::Instant> {
         self.full_since
             .filter(|_| self.paused.is_empty())

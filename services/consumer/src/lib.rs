@@ -677,7 +677,7 @@ pub async fn run(
     let mut outcome = Ok(());
     tokio::pin!(shutdown);
     loop {
-        let (holding, hold_expires) = (lanes.holding(), lanes.hold_expires());
+        let hold_expires = lanes.hold_expires();
         let received = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -703,7 +703,7 @@ pub async fn run(
             // Not while holding at the bound (at most PAUSE_AFTER; then the partitions are
             // paused and polling goes on): polling serves rebalances and keeps this consumer
             // in its group.
-            received = consumer.recv(), if !holding => Some(received.map(|m| m.detach())),
+            received = consumer.recv(), if hold_expires.is_none() => Some(received.map(|m| m.detach())),
         };
         // Rebalances are served inside recv(): skip the revoked partitions' records before
         // dispatching anything that was received after the rebalance.

@@ -65,13 +65,25 @@ pub struct LoadSummary {
     pub latency_ms_max: f64,
 }
 
+impl LoadSummary {
+    /// How long the run took, in seconds.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.elapsed_ms as f64 / 1000.0
+    }
+
+    /// Acked messages per second over the run.
+    pub fn acked_rate(&self) -> f64 {
+        self.acked as f64 / self.elapsed_secs().max(0.001)
+    }
+}
+
 impl std::fmt::Display for LoadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
             "run {}: {:.1}s at {:.1} msg/s",
             self.run_id,
-            self.elapsed_ms as f64 / 1000.0,
+            self.elapsed_secs(),
             self.achieved_rate
         )?;
         writeln!(

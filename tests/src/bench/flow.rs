@@ -73,6 +73,19 @@ impl Pipeline {
         Ok((relay?, sink?))
     }
 
+    /// The whole journey on this pipeline: its topics, the relay and the sink (ready), and a
+    /// traced producer writing to the input with `producer_env` on top of the base.
+    pub async fn journey(&self, stack: &Stack, producer_env: &[(&str, &str)]) -> Result<Running> {
+        self.create_topics(stack).await?;
+        let (relay, sink) = self.consumers(stack).await?;
+        let producer = producer(stack, &self.input, true, producer_env).await?;
+        Ok(Running {
+            producer,
+            _relay: relay,
+            _sink: sink,
+        })
+    }
+
     /// The relay's lag on the input and the sink's on the output.
     pub fn lags(&self, stack: &Stack) -> Result<(Lag, Lag)> {
         let b = stack.kafka.bootstrap();
@@ -81,6 +94,14 @@ impl Pipeline {
             Lag::new(b, &self.group("sink"), &self.output)?,
         ))
     }
+}
+
+/// A pipeline's services, stopped when dropped (the producer first).
+#[derive(Debug)]
+pub struct Running {
+    pub producer: Service,
+    _relay: Service,
+    _sink: Service,
 }
 
 /// Polls both lags every 100 ms until both are 0 (a line every 5 s), up to `timeout`; how
@@ -171,10 +192,8 @@ pub struct SaturatedRow {
 pub async fn saturated(stack: &Stack, duration: Duration) -> Result<SaturatedRow> {
     let pipeline = Pipeline::new("saturated", 0, "partition");
     say!("bench: the whole journey at full speed for {duration:?}, PROCESS_DELAY_MS=0");
-    pipeline.create_topics(stack).await?;
-    let (_relay, _sink) = pipeline.consumers(stack).await?;
-    let p = producer(stack, &pipeline.input, true, &[]).await?;
-    let run = load(&p, UNBOUNDED_RATE, duration, 64, None, false).await?;
+    let journey = pipeline.journey(stack, &[]).await?;
+    let run = load(&journey.producer, UNBOUNDED_RATE, duration, 64, None, false).await?;
     let lags = pipeline.lags(stack)?;
     let (relay_lag, sink_lag) = (lags.0.now()?, lags.1.now()?);
     let to_zero = drained(&lags, Duration::from_secs(600)).await?;

@@ -73,12 +73,6 @@ pub struct IngestRow {
     pub peak_mib: f64,
 }
 
-impl IngestRow {
-    pub fn rate(&self) -> f64 {
-        self.load.acked as f64 / (self.load.elapsed_ms as f64 / 1000.0).max(0.001)
-    }
-}
-
 /// Full speed for `secs`: 64 requests in flight (the producer's default
 /// MAX_CONCURRENT_REQUESTS), or 8 batches of `batch`.
 pub async fn ingest(

@@ -10,7 +10,7 @@ use journeyctl::load::LoadSummary;
 
 use super::backend::Sample;
 use super::flow::{Pipeline, drained};
-use super::ingest::{load, producer};
+use super::ingest::load;
 use super::proc::alive;
 use crate::say;
 use crate::stack::Stack;
@@ -84,14 +84,13 @@ pub async fn end_to_end(
 ) -> Result<EndToEndRow> {
     let pipeline = Pipeline::new(&format!("e2e-{rate}"), delay_ms, "key");
     say!("bench: the whole journey at {rate} msg/s for {duration:?}, PROCESS_DELAY_MS={delay_ms}");
-    pipeline.create_topics(stack).await?;
-    let (_relay, _sink) = pipeline.consumers(stack).await?;
-    let p = producer(stack, &pipeline.input, true, &[]).await?;
+    let journey = pipeline.journey(stack, &[]).await?;
+    let p = &journey.producer;
     // Warm-up, not measured: the consumers' first fetches, the first records through.
-    load(&p, rate, Duration::from_secs(2), 256, None, false).await?;
+    load(p, rate, Duration::from_secs(2), 256, None, false).await?;
     let lags = pipeline.lags(stack)?;
     drained(&lags, Duration::from_secs(300)).await?;
-    let run = load(&p, rate, duration, 256, None, true).await?;
+    let run = load(p, rate, duration, 256, None, true).await?;
     drained(&lags, Duration::from_secs(300)).await?;
     tokio::time::sleep(SPANS_SETTLE).await;
     let zipkin = ZipkinApi::new(stack.zipkin.url());
@@ -143,18 +142,17 @@ pub async fn soak(stack: &Stack, rate: f64, duration: Duration) -> Result<SoakRo
     let delay_ms = 20;
     let pipeline = Pipeline::new("soak", delay_ms, "key");
     say!("bench: soak: the whole journey at {rate} msg/s for {duration:?}");
-    pipeline.create_topics(stack).await?;
-    let (_relay, _sink) = pipeline.consumers(stack).await?;
     // As in the fixed-rate step: a burst (the load generator shares the cores with a busy
     // stack) is measured as latency, not refused at the default 64.
     let more = [("MAX_CONCURRENT_REQUESTS", "256")];
-    let p = producer(stack, &pipeline.input, true, &more).await?;
+    let journey = pipeline.journey(stack, &more).await?;
+    let p = &journey.producer;
     let lags = pipeline.lags(stack)?;
     let started = Instant::now();
     // The span counters count from the Collector's start: the soak reports what it added.
     let baseline = Sample::take(stack).await?;
     let mut samples = Vec::new();
-    let run = load(&p, rate, duration, 256, None, true);
+    let run = load(p, rate, duration, 256, None, true);
     tokio::pin!(run);
     let mut every = tokio::time::interval(Duration::from_secs(10));
     let run = loop {

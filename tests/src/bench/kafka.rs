@@ -31,9 +31,7 @@ pub async fn create_topics(stack: &Stack, names: &[&str]) -> Result<()> {
             configs: BTreeMap::new(),
         })
         .collect();
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", stack.kafka.bootstrap());
-    journeyctl::seed(&client, &topics, false)
+    crate::services::seed(stack, &topics)
         .await
         .context("creating the bench topics")?;
     Ok(())
@@ -83,11 +81,12 @@ pub async fn backlog(stack: &Stack, topic: &str, count: u64, keys: u64) -> Resul
     Ok(())
 }
 
-/// Reads how far a consumer group is behind on a topic.
+/// Reads how far a consumer group is behind on a topic, with one client of its own (the
+/// topic's partitions read once; then watermarks and committed offsets at each reading).
 pub struct Lag {
     reader: BaseConsumer,
     topic: String,
-    bootstrap: String,
+    partitions: TopicPartitionList,
     group: String,
 }
 
@@ -97,17 +96,24 @@ impl std::fmt::Debug for Lag {
     }
 }
 
+/// How long one Kafka call of a lag reading may take.
+const LAG_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Lag {
     pub fn new(bootstrap: &str, group: &str, topic: &str) -> Result<Lag> {
-        let reader = ClientConfig::new()
+        let reader: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .create()
             .context("creating the lag reader")?;
+        let mut partitions = TopicPartitionList::new();
+        for (p, _) in end_offsets(bootstrap, topic)? {
+            partitions.add_partition(topic, p);
+        }
         Ok(Lag {
             reader,
             topic: topic.to_string(),
-            bootstrap: bootstrap.to_string(),
+            partitions,
             group: group.to_string(),
         })
     }
@@ -120,25 +126,23 @@ impl Lag {
     }
 
     fn read(&self) -> Result<i64> {
-        let ends = end_offsets(&self.bootstrap, &self.topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for (p, _) in &ends {
-            tpl.add_partition(&self.topic, *p);
-        }
         let committed = self
             .reader
-            .committed_offsets(tpl, Duration::from_secs(5))
+            .committed_offsets(self.partitions.clone(), LAG_CALL_TIMEOUT)
             .with_context(|| format!("reading {}'s committed offsets", self.group))?;
-        let at = |p: i32| {
-            committed
-                .find_partition(&self.topic, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(0)
-        };
-        Ok(ends.iter().map(|(p, end)| (end - at(*p)).max(0)).sum())
+        let mut behind = 0;
+        for e in committed.elements() {
+            let (_, end) = self
+                .reader
+                .fetch_watermarks(&self.topic, e.partition(), LAG_CALL_TIMEOUT)
+                .with_context(|| format!("reading {}'s end offsets", self.topic))?;
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            behind += (end - at).max(0);
+        }
+        Ok(behind)
     }
 }
 

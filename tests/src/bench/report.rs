@@ -58,8 +58,8 @@ impl Report {
                        tracing-on ingest; lag back to 0 within 10 s after the load",
                 measured: format!(
                     "{:.0} msg/s acked for {:.0} s; lag at the end {} (relay) / {} (sink); 0 after {:.1} s",
-                    s.load.acked as f64 / (s.load.elapsed_ms as f64 / 1000.0).max(0.001),
-                    s.load.elapsed_ms as f64 / 1000.0,
+                    s.load.acked_rate(),
+                    s.load.elapsed_secs(),
                     s.relay_lag_at_end,
                     s.sink_lag_at_end,
                     s.secs_to_zero
@@ -100,7 +100,7 @@ impl Report {
                 measured: format!(
                     "{:.0} s at {:.0} msg/s: Zipkin {}, Collector {}; slowest Zipkin /health {:.0} ms; \
                      {} of the last {} traces complete",
-                    s.load.elapsed_ms as f64 / 1000.0,
+                    s.load.elapsed_secs(),
                     s.rate,
                     if s.zipkin_alive { "up" } else { "DOWN" },
                     if s.collector_alive { "up" } else { "DOWN" },
@@ -187,7 +187,7 @@ impl Report {
                 on_off(r.tracing),
                 r.batch
                     .map_or("single".into(), |b| format!("batches of {b}")),
-                r.rate(),
+                r.load.acked_rate(),
                 r.load.latency_ms_p50,
                 r.load.latency_ms_p99,
                 r.load.errors,
@@ -201,7 +201,7 @@ impl Report {
                 w,
                 "\nTracing on / off: CPU per message **{:.2}×**, throughput **{:.2}×**.",
                 on.cpu_us_per_msg / off.cpu_us_per_msg.max(0.001),
-                on.rate() / off.rate().max(0.001)
+                on.load.acked_rate() / off.load.acked_rate().max(0.001)
             )?;
         }
         if let Some(b) = &self.backend_after_ingest {
@@ -239,7 +239,7 @@ impl Report {
                     "- HTTP ingest, tracing on, {}: **{:.2}** of the ceiling.",
                     r.batch
                         .map_or("single messages".into(), |b| format!("batches of {b}")),
-                    r.rate() / c.per_sec.max(0.001)
+                    r.load.acked_rate() / c.per_sec.max(0.001)
                 )?;
             }
         }
@@ -312,9 +312,9 @@ impl Report {
                 "\n## The whole journey at full speed\n\nProducer (tracing on), relay and sink \
                  at `PROCESS_DELAY_MS=0`, partition order, the producer driven as fast as it \
                  answers.\n\n| Seconds | Acked | Acked msg/s | p99 ms | Relay lag at the end | Sink lag at the end | Lag 0 after |\n|---|---|---|---|---|---|---|\n| {:.0} | {} | {:.0} | {:.1} | {} | {} | {:.1} s |",
-                s.load.elapsed_ms as f64 / 1000.0,
+                s.load.elapsed_secs(),
                 s.load.acked,
-                s.load.acked as f64 / (s.load.elapsed_ms as f64 / 1000.0).max(0.001),
+                s.load.acked_rate(),
                 s.load.latency_ms_p99,
                 s.relay_lag_at_end,
                 s.sink_lag_at_end,
@@ -359,7 +359,7 @@ impl Report {
              chart configures them (span counts from the soak's start). {} acked, {} errors{}; both groups at lag 0 {:.1} s after the load; {} of the \
              last {} traces complete.\n\n| At s | Zipkin RSS MiB | Zipkin /health ms | Collector RSS MiB | Export queue | Spans accepted | Spans sent | Spans shed | Relay lag | Sink lag |\n|---|---|---|---|---|---|---|---|---|---|",
             s.rate,
-            s.load.elapsed_ms as f64 / 1000.0,
+            s.load.elapsed_secs(),
             s.delay_ms,
             s.load.acked,
             s.load.errors,

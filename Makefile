@@ -8,12 +8,12 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images test faults bench check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
+.PHONY: help tools build images kind-node test faults bench check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-tools: ## Install the pinned tools (Kafka, Zipkin, Collector, Helm, control plane, dockerd) into $JOURNEY_CACHE
+tools: ## Install the pinned tools (Kafka, Zipkin, Collector, Helm, control plane, kind, dockerd) into $JOURNEY_CACHE
 	scripts/install-tools.sh
 
 build: ## Build every crate, binary and test
@@ -22,7 +22,10 @@ build: ## Build every crate, binary and test
 images: tools build ## Build all six images (local bases, stand-ins, Journey's) on a private dockerd
 	target/debug/journey-stack images local
 
-test: tools build ## Every test tier (unit, local stack, chart, images), timed, then the teardown proof
+kind-node: tools build ## Build kind's node image kindest/node:v<K8S_VERSION> offline, on the private dockerd
+	target/debug/journey-stack images kind-node
+
+test: tools build ## Every test tier (unit, local stack, chart, images, kind), timed, then the teardown proof
 	@rm -f "$(JOURNEY_PID_LEDGER)"
 	scripts/test.sh $(TIERS)
 

@@ -4,10 +4,10 @@
 #   scripts/images.sh journey   the three Journey images from the Dockerfile:
 #                               journey/{producer,consumer,journeyctl}:<chart appVersion>
 #   scripts/images.sh local     what a machine that cannot pull from any registry needs (the CI
-#                               machine): base images assembled from Debian packages, stand-ins
-#                               for the chart's three third-party images under their exact names
-#                               and tags, the pod sandbox (pause) image, then the Journey images
-#                               built on the local bases
+#                               machine): base images assembled from Debian packages (also under
+#                               the names of the Dockerfile's bases, for which they stand in),
+#                               stand-ins for the chart's three third-party images under their
+#                               exact names and tags, then the Journey images built on them
 #   scripts/images.sh bases | standins    one part of `local`
 #
 # Talks to the daemon in DOCKER_HOST with the client in DOCKER (default: docker); the build uses
@@ -17,30 +17,17 @@
 # fingerprint label), everything else is cached by BuildKit, and the Rust build keeps its crate
 # registry and target dir in cache mounts, so a changed service recompiles only its crate.
 #
-# Environment: RUST_IMAGE / RUNTIME_IMAGE override the Dockerfile's bases (`journey` only; `local`
-# points them at the local bases); JOURNEY_TAG (default: the chart's appVersion);
+# Environment: RUST_IMAGE / RUNTIME_IMAGE override the Dockerfile's bases (`journey` only);
+# JOURNEY_TAG (default: the chart's appVersion);
 # DOCKER_BUILD_NETWORK (default: host, so RUN steps reach the package registries without a
 # bridge network on the daemon).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-images.sh"
 
-: "${DOCKER:=docker}"
-export DOCKER_BUILDKIT=1
-: "${DOCKER_BUILD_NETWORK:=host}"
 APP_VERSION=$(awk -F'"' '/^appVersion:/ {print $2}' "${JOURNEY_ROOT}/charts/journey/Chart.yaml")
 [ -n "$APP_VERSION" ] || die "images: no appVersion in charts/journey/Chart.yaml"
 : "${JOURNEY_TAG:=${APP_VERSION}}"
-
-# The local bases (names of our own; the third-party stand-ins use the chart's names, from
-# values.yaml; PAUSE_IMAGE is pinned in tools/versions.env).
-RUST_BASE="journey-local/rust:${RUST_VERSION%.*}-bookworm"
-RUNTIME_BASE="journey-local/cc-debian12:nonroot"
-JRE_BASE="journey-local/jre:17-bookworm"
-
-IMAGES_DIR="${JOURNEY_ROOT}/tools/images"
-WORK="${JOURNEY_CACHE}/images"
-
-docker_() { "$DOCKER" "$@"; }
 
 # chart_image <component>: repository:tag of a third-party image as charts/journey/values.yaml sets it.
 chart_image() {
@@ -52,37 +39,6 @@ chart_image() {
     in_image && /^  [a-z]/ { in_image = 0 }
     END { if (repo != "" && tag != "") print repo ":" tag }
   ' "${JOURNEY_ROOT}/charts/journey/values.yaml"
-}
-
-# build <log name> <docker build args...>: a BuildKit build with its plain progress condensed to
-# one line per step (plus a count of compiled crates); the whole log stays in $WORK/logs.
-build() {
-  local name=$1; shift
-  local logf="${WORK}/logs/${name}.log"
-  mkdir -p "${WORK}/logs"
-  log "images: ${name}: docker build $*"
-  if ! docker_ build --progress=plain --network="${DOCKER_BUILD_NETWORK}" "$@" 2>&1 | tee "$logf" | awk '
-      /^#[0-9]+ \[/ { sub(/^#[0-9]+ /, ""); step = $0; next }
-      /^#[0-9]+ CACHED/ { if (step != "") print "    cached  " step; step = ""; next }
-      /^#[0-9]+ DONE/ { if (step != "") printf "    %-7s %s\n", $3, step; step = ""; next }
-      / Compiling / { n++; if (n % 50 == 0) printf "    ... %d crates compiled\n", n }
-      { fflush() }'; then
-    tail -n 60 "$logf" >&2
-    die "images: ${name}: docker build failed (whole log: ${logf})"
-  fi
-}
-
-# fingerprint <text...>: what a base image is made from, hashed.
-fingerprint() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
-
-# up_to_date <image> <fingerprint>: the image exists and carries this fingerprint.
-up_to_date() {
-  [ "$(docker_ image inspect -f '{{index .Config.Labels "org.journey.fingerprint"}}' "$1" 2>/dev/null)" = "$2" ]
-}
-
-need_root_for_bases() {
-  [ "$(id -u)" -eq 0 ] || die "images: assembling the local base images needs root (mmdebstrap, file ownership)"
-  need mmdebstrap "run scripts/install-tools.sh docker"
 }
 
 # --- base: rust -------------------------------------------------------------------------------
@@ -158,11 +114,7 @@ build_rust_base() {
   sysroot=$(rust_sysroot)
   fp=$(fingerprint "${RUST_BASE_PACKAGES[*]}" "$(cat "$sysroot/lib/rustlib/multirust-channel-manifest.toml" | sha256sum)" \
     "$(sha256sum </etc/ssl/certs/ca-certificates.crt)" "$(declare -f stage_rust write_ca_hook build_rust_base)")
-  if up_to_date "$RUST_BASE" "$fp"; then
-    log "images: ${RUST_BASE} up to date"
-    return
-  fi
-  need_root_for_bases
+  stale "$RUST_BASE" "$fp" || return 0
   local w="${WORK}/rust-base"
   rm -rf "$w"; mkdir -p "$w"
   log "images: ${RUST_BASE}: Rust ${RUST_VERSION} from ${sysroot} + Debian bookworm (mmdebstrap, about a minute)"
@@ -197,11 +149,7 @@ RUNTIME_BASE_PACKAGES=(base-files netbase tzdata media-types libc6 libssl3 libgo
 build_runtime_base() {
   local fp
   fp=$(fingerprint "${RUNTIME_BASE_PACKAGES[*]}" "$(declare -f build_runtime_base)")
-  if up_to_date "$RUNTIME_BASE" "$fp"; then
-    log "images: ${RUNTIME_BASE} up to date"
-    return
-  fi
-  need_root_for_bases
+  stale "$RUNTIME_BASE" "$fp" || return 0
   local w="${WORK}/runtime-base"
   rm -rf "$w"; mkdir -p "$w/debs" "$w/root"
   log "images: ${RUNTIME_BASE}: extracting ${RUNTIME_BASE_PACKAGES[*]}"
@@ -241,27 +189,29 @@ JRE_BASE_PACKAGES=(openjdk-17-jre-headless procps)
 build_jre_base() {
   local fp
   fp=$(fingerprint "${JRE_BASE_PACKAGES[*]}" "$(declare -f build_jre_base)")
-  if up_to_date "$JRE_BASE" "$fp"; then
-    log "images: ${JRE_BASE} up to date"
-    return
-  fi
-  need_root_for_bases
-  local w="${WORK}/jre-base"
-  rm -rf "$w"; mkdir -p "$w"
-  log "images: ${JRE_BASE}: Debian bookworm + ${JRE_BASE_PACKAGES[*]} (mmdebstrap, about a minute)"
-  local include
-  include=$(IFS=,; echo "${JRE_BASE_PACKAGES[*]}")
-  mmdebstrap --quiet --variant=minbase --include="$include" \
-    --customize-hook='rm -rf "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
-    bookworm "$w/rootfs.tar" || die "images: mmdebstrap failed for ${JRE_BASE}"
-  docker_ import \
+  stale "$JRE_BASE" "$fp" || return 0
+  debian_image "$JRE_BASE" "$fp" "$(IFS=,; echo "${JRE_BASE_PACKAGES[*]}")" \
     --change "ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64" \
     --change "ENV PATH=/usr/lib/jvm/java-17-openjdk-amd64/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --change "ENV LANG=C.UTF-8" \
-    --change 'CMD ["bash"]' \
-    --change "LABEL org.journey.fingerprint=${fp}" \
-    "$w/rootfs.tar" "$JRE_BASE" >/dev/null
-  rm -rf "$w"
+    --change 'CMD ["bash"]'
+}
+
+# dockerfile_default <ARG name>: the default the Dockerfile gives a build argument.
+dockerfile_default() {
+  sed -n "s/^ARG $1=//p" "${JOURNEY_ROOT}/Dockerfile"
+}
+
+# The Rust and runtime bases are stand-ins for the Dockerfile's own bases, so they carry those
+# names too: `docker build` and `skaffold` then build the Dockerfile as it is, as on a machine
+# that pulls (the README lists how the stand-ins differ).
+tag_upstream_names() {
+  local rust runtime
+  rust=$(dockerfile_default RUST_IMAGE); runtime=$(dockerfile_default RUNTIME_IMAGE)
+  [ -n "$rust" ] && [ -n "$runtime" ] || die "images: no RUST_IMAGE/RUNTIME_IMAGE defaults in the Dockerfile"
+  docker_ tag "$RUST_BASE" "$rust"
+  docker_ tag "$RUNTIME_BASE" "$runtime"
+  log "images: ${RUST_BASE} is also ${rust}, ${RUNTIME_BASE} also ${runtime}"
 }
 
 bases() {
@@ -269,24 +219,10 @@ bases() {
   step "rust base" build_rust_base
   step "runtime base" build_runtime_base
   step "jre base" build_jre_base
+  tag_upstream_names
 }
 
 # --- stand-ins for the chart's third-party images ------------------------------------------------
-# context <name>: a fresh build context with tools/images/<name>/* in it; prints its path.
-context() {
-  local ctx="${WORK}/ctx/$1"
-  rm -rf "$ctx"; mkdir -p "$ctx"
-  cp -a "${IMAGES_DIR}/$1/." "$ctx/"
-  echo "$ctx"
-}
-
-tool_env() {
-  local f="${JOURNEY_CACHE}/env.d/$1.env"
-  [ -f "$f" ] || die "images: $1 is not installed: run scripts/install-tools.sh $1"
-  # shellcheck source=/dev/null
-  . "$f"
-}
-
 standin_kafka() {
   tool_env kafka
   local ctx image
@@ -313,17 +249,10 @@ standin_collector() {
   build collector -t "$image" --build-arg "RUNTIME_IMAGE=${RUNTIME_BASE}" "$ctx"
 }
 
-pause_image() {
-  local ctx
-  ctx=$(context pause)
-  build pause -t "$PAUSE_IMAGE" --build-arg "BUILD_IMAGE=${RUST_BASE}" "$ctx"
-}
-
 standins() {
   step "kafka stand-in $(chart_image kafka)" standin_kafka
   step "zipkin stand-in $(chart_image zipkin)" standin_zipkin
   step "collector stand-in $(chart_image collector)" standin_collector
-  step "pause ${PAUSE_IMAGE}" pause_image
 }
 
 # --- Journey's images ------------------------------------------------------------------------------
@@ -340,11 +269,10 @@ journey() {
 local_all() {
   bases
   standins
-  RUST_IMAGE=$RUST_BASE RUNTIME_IMAGE=$RUNTIME_BASE journey
+  journey
 }
 
-docker_ version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
-  die "images: no Docker daemon answers at ${DOCKER_HOST:-the default socket} (make images starts one)"
+require_daemon
 start=$SECONDS
 case "${1:-}" in
   journey) journey ;;

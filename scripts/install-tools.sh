@@ -9,7 +9,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane docker node browser registry actionlint)
+ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane docker node kind browser registry actionlint)
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=("${ALL[@]}")
 
@@ -19,9 +19,10 @@ for c in "${components[@]}"; do
   case "$c" in
     kafka | zipkin) need_java17; need mvn "install Apache Maven 3.8+ (Debian: apt-get install maven)" ;;
     collector) need_go 1.25.0 ;;
-    helm | skaffold | actionlint) need_go 1.25.0 ;;
+    helm | skaffold | actionlint | kind) need_go 1.25.0 ;;
     registry) need_go 1.26.0 ;; # distribution v3.1.2's go.mod says go 1.26.0
-    # k8s.io/kubernetes 1.37 and containerd 2.4 need 1.26; the CNI plugins v1.10 1.26.8.
+    # k8s.io/kubernetes 1.37 and containerd 2.4 need 1.26; the CNI plugins v1.10 and
+    # cri-tools v1.37 1.26.8.
     controlplane) need_go 1.26.0 ;;
     node) need_go 1.26.8 ;;
     hadolint) need python3 "install Python 3.9+ with venv (Debian: apt-get install python3 python3-venv)" ;;

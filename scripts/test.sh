@@ -18,17 +18,15 @@ declare -A TIERS=(
   [stack]="harness journey producer_api dlq shutdown ordering faults journeyctl_seed journeyctl_verify"
   [chart]="chart control_plane journeyctl_wait workflow"
   [images]="images"
-  [node]="real_node"
-  [skaffold]="skaffold"
+  [kind]="kind"
 )
-ORDER=(unit stack chart images node skaffold)
+ORDER=(unit stack chart images kind)
 declare -A DESCRIBE=(
   [unit]="unit tests of every crate"
   [stack]="the local stack: Kafka, the Collector, Zipkin and the services as processes"
   [chart]="the chart: Helm, the Collector config, Kafka env, a kube-apiserver with kwok, the kind workflow"
   [images]="the images: built on a private dockerd, the chart's pods as containers"
-  [node]="the chart on a real node: helm install/test, port-forward, Zipkin UI, faults"
-  [skaffold]="skaffold render, run and dev on a real node, through a local registry"
+  [kind]="the chart on a real kind cluster: the README's commands, helm test, port-forward, Zipkin UI, NetworkPolicies, volumes, faults, skaffold dev"
 )
 
 # Every [[test]] is in a tier.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the chart the way the README tells users to: a namespace that enforces Pod Security
 # "restricted", then `helm install --wait`. Prints how long install → every pod Ready took.
-# Used by the real-node tests (make test) and by the kind workflow (.github/workflows/kind.yaml).
+# Used by the kind tests (make test) and by the kind workflow (.github/workflows/kind.yaml).
 #
 #   scripts/cluster/install.sh [-f values.yaml ...] [--set k=v ...]
 #

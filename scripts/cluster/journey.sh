@@ -2,7 +2,7 @@
 # Sends one message as a user would and prints its journey: `kubectl port-forward` to the
 # producer and to Zipkin, POST /messages (202 with the trace id), then `journeyctl journey`
 # through the Zipkin port-forward until the trace holds producer → relay → sink.
-# Used by the real-node tests (make test) and by the kind workflow; writes
+# Used by the kind tests (make test) and by the kind workflow; writes
 # $ARTIFACTS/journey.txt and $ARTIFACTS/trace-id.
 #
 # Environment: see lib.sh; JOURNEYCTL (a journeyctl binary; default: the journey/journeyctl

@@ -2,7 +2,7 @@
 # The Zipkin UI as a user's browser shows it, through `kubectl port-forward`: headless Chromium
 # renders the trace page of a trace and the dependency graph of the last hour; writes
 # $ARTIFACTS/zipkin-trace.{png,html} and $ARTIFACTS/zipkin-dependencies.{png,html} (the
-# rendered DOM). Used by the real-node tests (make test) and by the kind workflow.
+# rendered DOM). Used by the kind tests (make test) and by the kind workflow.
 #
 #   scripts/cluster/screenshot.sh <trace-id>
 #

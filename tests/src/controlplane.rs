@@ -8,21 +8,21 @@
 //!   its stock Stages, plus one fake Node managed by kwok, so Deployments and StatefulSets get
 //!   Pods that are scheduled and turn Ready (no container ever runs; PVCs never bind).
 //!
-//! [`ControlPlane::kubectl_command`] and [`ControlPlane::helm_command`] run kubectl and Helm on
-//! it with its kubeconfig only (Helm's cache, config and data dirs are this control plane's).
+//! kubectl and Helm run on it through [`Kube`], with its kubeconfig only (Helm's cache, config
+//! and data dirs are this control plane's).
 //!
 //! Binaries come from `scripts/install-tools.sh controlplane` (see `$JOURNEY_CACHE/env.d/
 //! controlplane.env`). Every process is a [`Managed`] child: killed with its process group when
 //! the control plane is dropped (or the harness dies), and recorded in the PID ledger.
 
-use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::kube::Kube;
 use crate::process::{Managed, free_port, wait_until};
 use crate::runner::Fixture;
 use crate::say;
@@ -54,38 +54,6 @@ pub const KWOK_STAGE_FILES: &[&str] = &[
     "pod/fast/pod-delete.yaml",
 ];
 
-/// A static-token user of the API server (besides the admin).
-#[derive(Debug, Clone)]
-pub struct TokenUser {
-    pub token: String,
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-impl TokenUser {
-    /// A user with a new random token.
-    pub fn new(name: &str, groups: &[&str]) -> TokenUser {
-        TokenUser {
-            token: format!("{:032x}", rand::random::<u128>()),
-            name: name.to_string(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
-    }
-}
-
-/// How the API server is reached and who may call it. The default: bound to 127.0.0.1 (no
-/// `kubernetes` Service endpoints: no pod really runs), the admin alone.
-#[derive(Debug, Clone, Default)]
-pub struct ApiServerOptions {
-    /// The address it binds and advertises (its `kubernetes` Service endpoint), for a real node
-    /// whose pods call it.
-    pub address: Option<std::net::Ipv4Addr>,
-    /// More static-token users.
-    pub users: Vec<TokenUser>,
-    /// More kube-apiserver flags.
-    pub extra_args: Vec<String>,
-}
-
 /// A Kubernetes control plane on 127.0.0.1; every process stops when this is dropped.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -106,13 +74,9 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// etcd + kube-apiserver, ready when `/readyz` is `ok` (what envtest gives: no Pods).
+    /// etcd + kube-apiserver on 127.0.0.1, ready when `/readyz` is `ok` (what envtest gives: no
+    /// Pods, no `kubernetes` Service endpoints), the admin its one user.
     pub async fn start() -> Result<ControlPlane> {
-        Self::start_with(ApiServerOptions::default()).await
-    }
-
-    /// [`start`](Self::start) with the API server reachable and callable as `opts` says.
-    pub async fn start_with(opts: ApiServerOptions) -> Result<ControlPlane> {
         let started = Instant::now();
         let tools = Tools::load()?;
         let etcd_bin = tools.path("ETCD", "controlplane")?;
@@ -154,16 +118,7 @@ impl ControlPlane {
         // The admin: a static token in group system:masters (bypasses RBAC, like kubeadm's admin).
         let token = format!("{:032x}", rand::random::<u128>());
         let tokens = root.join("tokens.csv");
-        let mut csv = format!("{token},journey-admin,journey-admin,\"system:masters\"\n");
-        for u in &opts.users {
-            csv.push_str(&format!(
-                "{},{},{},\"{}\"\n",
-                u.token,
-                u.name,
-                u.name,
-                u.groups.join(",")
-            ));
-        }
+        let csv = format!("{token},journey-admin,journey-admin,\"system:masters\"\n");
         write_private(&tokens, csv)?;
 
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
@@ -184,10 +139,7 @@ impl ControlPlane {
         let etcd = Managed::spawn("etcd", etcd_cmd, &logs, Duration::ZERO)?;
 
         let cert_dir = pki.join("apiserver");
-        let address = opts
-            .address
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "127.0.0.1".into());
+        let address = "127.0.0.1";
         let mut api_cmd = Command::new(&apiserver_bin);
         api_cmd
             .arg(format!("--etcd-servers={etcd_url}"))
@@ -208,12 +160,9 @@ impl ControlPlane {
                 sa_key.display()
             ))
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            .args(&opts.extra_args);
-        if opts.address.is_none() {
             // The endpoint reconciler refuses a loopback advertise address; nothing in the
             // cluster needs the `kubernetes` Service's endpoints (no pod really runs).
-            api_cmd.arg("--endpoint-reconciler-type=none");
-        }
+            .arg("--endpoint-reconciler-type=none");
         let apiserver = Managed::spawn("kube-apiserver", api_cmd, &logs, Duration::ZERO)?;
 
         let server_url = format!("https://{address}:{api_port}");
@@ -482,213 +431,19 @@ impl ControlPlane {
         all.push(&self.etcd);
         all
     }
-
-    /// A `kubectl` command on this control plane (its own kubeconfig and discovery cache).
-    pub fn kubectl_command(&self) -> Command {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!(
-                "--cache-dir={}",
-                self.dir.path().join("kubectl-cache").display()
-            ))
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs kubectl with `args`; the [`Output`] whatever its exit status.
-    pub fn kubectl<I, S>(&self, args: I) -> Result<Output>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.kubectl_command()
-            .args(args)
-            .output()
-            .context("running kubectl")
-    }
-
-    /// Runs kubectl with `args`; its stdout, or an error with its stderr if it failed.
-    pub fn kubectl_ok<I, S>(&self, args: I) -> Result<String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let args: Vec<S> = args.into_iter().collect();
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| a.as_ref().to_string_lossy().into_owned())
-            .collect();
-        let out = self.kubectl(&args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {} failed ({}): {}",
-            shown.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The objects of `kinds` (kubectl's comma list) that belong to Helm release `release` in
-    /// `namespace`, one `kind/name` per line.
-    pub fn release_objects(&self, kinds: &str, namespace: &str, release: &str) -> Result<String> {
-        self.kubectl_ok([
-            "get",
-            kinds,
-            "-n",
-            namespace,
-            "-l",
-            &format!("app.kubernetes.io/instance={release}"),
-            "-o",
-            "name",
-        ])
-    }
-
-    /// Runs kubectl with `args` and `input` on its stdin; the [`Output`] whatever its status.
-    pub fn kubectl_stdin<I, S>(&self, args: I, input: &str) -> Result<Output>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut child = self
-            .kubectl_command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl")?;
-        // A write error (kubectl exited early) shows in its output and status.
-        let _ = child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(input.as_bytes());
-        Ok(child.wait_with_output()?)
-    }
-
-    /// `kubectl apply -f -` with `manifest` on stdin, for manifests made in a test.
-    pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
-        let out = self.kubectl_stdin(["apply", "-f", "-"], manifest)?;
-        ensure!(
-            out.status.success(),
-            "kubectl apply failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// A command (one of `scripts/cluster/*.sh`) that runs kubectl and Helm on this control plane
-    /// through `KUBECONFIG`, `KUBECTL` and `HELM`, with Helm's directories inside this control
-    /// plane's (as [`ControlPlane::helm_command`]).
-    pub fn script_command(&self, script: &Path) -> Result<Command> {
-        let helm = self.helm_command()?;
-        let mut cmd = Command::new(script);
-        for (k, v) in helm.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECTL", &self.kubectl)
-            .env("HELM", helm.get_program())
-            .stdin(Stdio::null());
-        Ok(cmd)
-    }
-
-    /// A `helm` command (`HELM` from the installer) on this control plane: its kubeconfig, and
-    /// Helm's cache, config and data directories inside this control plane's directory, so
-    /// nothing is read from or written to the user's own Helm setup.
-    pub fn helm_command(&self) -> Result<Command> {
-        let helm = Tools::load()?.path("HELM", "helm")?;
-        let home = self.dir.path().join("helm");
-        let mut cmd = Command::new(helm);
-        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .env_remove("KUBECONFIG")
-            .env_remove("HELM_NAMESPACE")
-            .env_remove("HELM_KUBECONTEXT")
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .stdin(Stdio::null());
-        Ok(cmd)
-    }
 }
 
-/// A `kubectl port-forward` to a Service or Pod, on a free local port; stopped when dropped.
-#[derive(Debug)]
-pub struct PortForward {
-    pub port: u16,
-    process: Managed,
-}
-
-impl PortForward {
-    /// `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+impl Kube for ControlPlane {
+    fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
     }
 
-    /// The kubectl process (its log shows every forwarded connection).
-    pub fn process(&self) -> &Managed {
-        &self.process
+    fn kubectl_binary(&self) -> &Path {
+        &self.kubectl
     }
-}
 
-impl ControlPlane {
-    /// `kubectl port-forward -n <namespace> <target> :<remote>` (127.0.0.1 only), waiting until
-    /// it listens.
-    pub async fn port_forward(
-        &self,
-        namespace: &str,
-        target: &str,
-        remote: u16,
-    ) -> Result<PortForward> {
-        let mut cmd = self.kubectl_command();
-        cmd.args([
-            "port-forward",
-            "--address",
-            "127.0.0.1",
-            "-n",
-            namespace,
-            target,
-        ])
-        .arg(format!(":{remote}"));
-        let name = format!(
-            "port-forward-{}-{}",
-            target.replace('/', "-"),
-            rand::random::<u16>()
-        );
-        let mut process = Managed::spawn(&name, cmd, &self.logs_dir(), Duration::from_secs(2))?;
-        let log = process.log_path().to_path_buf();
-        let mut port = 0u16;
-        wait_until(
-            &format!("kubectl port-forward {target}"),
-            READY_TIMEOUT,
-            || {
-                let early = process.ensure_running();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                // "Forwarding from 127.0.0.1:43021 -> 9411"
-                let found = text.lines().find_map(|l| {
-                    l.strip_prefix("Forwarding from 127.0.0.1:")?
-                        .split_whitespace()
-                        .next()?
-                        .parse::<u16>()
-                        .ok()
-                });
-                if let Some(p) = found {
-                    port = p;
-                }
-                async move {
-                    early?;
-                    Ok(found.is_some())
-                }
-            },
-        )
-        .await?;
-        Ok(PortForward { port, process })
+    fn work_dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

@@ -1,4 +1,4 @@
-//! A private Docker daemon for the image and real-node tests (and `make images`).
+//! A private Docker daemon for the image and kind tests (and `make images`).
 //!
 //! Debian's dockerd (`scripts/install-tools.sh docker`) runs as a [`Managed`] process with its own
 //! socket, exec root and config in a temp dir, and its data root under the tool cache (so built
@@ -6,6 +6,11 @@
 //! makes no default bridge and touches no iptables rule, no sysctl: builds run with the host's
 //! network (`scripts/images.sh` passes `--network host`), and tests that start containers make a
 //! user-defined network of their own ([`Docker::network`]) whose bridge is recorded in the ledger.
+//! A published port is served by Docker's userland proxy (kind publishes its API server on
+//! 127.0.0.1 that way). Containers run through `runc-in-bounds` (its default runtime), which
+//! keeps a container's capabilities inside this host's bounding set, so that `--privileged`
+//! containers (kind's nodes) start on machines whose bounding set lacks one
+//! (`journey_tests::runc_bounds`).
 //!
 //! On drop every container and network is removed, the daemon is stopped (it stops its
 //! containerd), and anything still running or mounted under its directories is killed and
@@ -61,8 +66,27 @@ impl Docker {
         let exec_root = root.join("x");
         let socket = root.join("docker.sock");
         let config = root.join("daemon.json");
+        // runc, through runc-in-bounds (a one-line script that names the real runc).
+        let runtime = root.join("runc-in-bounds");
+        std::fs::write(
+            &runtime,
+            format!(
+                "#!/bin/sh\nexec '{}' --runc '{}' -- \"$@\"\n",
+                crate::services::bin("runc-in-bounds")?.display(),
+                tools.path("RUNC", "docker")?.display()
+            ),
+        )?;
+        std::fs::set_permissions(
+            &runtime,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         // No host configuration (/etc/docker/daemon.json) leaks in; BuildKit is the builder.
-        std::fs::write(&config, r#"{"features": {"buildkit": true}}"#)?;
+        let daemon_json = serde_json::json!({
+            "features": {"buildkit": true},
+            "runtimes": {"runc-in-bounds": {"path": runtime}},
+            "default-runtime": "runc-in-bounds",
+        });
+        std::fs::write(&config, serde_json::to_vec_pretty(&daemon_json)?)?;
         ledger::record(&Resource::Root(root.clone()));
         ledger::record(&Resource::Root(data_root.clone()));
         for c in cgroup_dirs() {
@@ -81,15 +105,19 @@ impl Docker {
             .arg("--pidfile")
             .arg(root.join("docker.pid"))
             // Nothing on the host's network configuration changes: no docker0, no NAT rules,
-            // no ip_forward, no userland proxies.
+            // no ip_forward; published ports go through the userland proxy.
             .args([
                 "--bridge=none",
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
-                "--userland-proxy=false",
+                "--userland-proxy=true",
                 "--storage-driver=overlay2",
             ])
+            .arg(format!(
+                "--userland-proxy-path={}",
+                tools.path("DOCKER_PROXY", "docker")?.display()
+            ))
             .arg(format!("--cgroup-parent=/{CGROUP_PARENT}"))
             .arg("--log-level=warn");
         say!(
@@ -123,6 +151,11 @@ impl Docker {
         .await
         .map_err(|e| docker.with_log(e))?;
         docker.record_containerd();
+        // The data root outlives the daemon: a run killed before its teardown left its
+        // containers and networks in it (they would clash with this run's names).
+        if let Err(e) = docker.teardown() {
+            return Err(docker.with_log(e.context("removing what a previous run left")));
+        }
         say!(
             "docker: dockerd ready in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -155,7 +188,7 @@ impl Docker {
         }
     }
 
-    fn teardown(&mut self) -> Result<()> {
+    fn teardown(&self) -> Result<()> {
         // What the tests made: containers (with their anonymous volumes) and networks.
         let containers = self.api.run(&["ps", "--all", "--quiet"])?;
         if !containers.is_empty() {
@@ -246,18 +279,25 @@ impl DockerClient {
 
     /// Runs `scripts/images.sh <mode>` against this daemon, its progress on the terminal.
     pub fn build_images(&self, mode: &str) -> Result<()> {
-        let script = crate::repo_root().join("scripts/images.sh");
-        say!("docker: scripts/images.sh {mode}");
-        let status = Command::new(&script)
-            .arg(mode)
+        self.run_script("scripts/images.sh", &[mode])
+    }
+
+    /// Runs one of the repository's scripts (e.g. `scripts/kind-node.sh`) against this daemon,
+    /// its progress on the terminal.
+    pub fn run_script(&self, script: &str, args: &[&str]) -> Result<()> {
+        let path = crate::repo_root().join(script);
+        say!("docker: {script} {}", args.join(" "));
+        let status = Command::new(&path)
+            .args(args)
             .env("DOCKER_HOST", &self.host)
             .env("DOCKER", &self.client)
             .stdin(Stdio::null())
             .status()
-            .with_context(|| format!("running {}", script.display()))?;
+            .with_context(|| format!("running {}", path.display()))?;
         ensure!(
             status.success(),
-            "scripts/images.sh {mode} failed ({status}); its build logs are in $JOURNEY_CACHE/images/logs"
+            "{script} {} failed ({status}); its build logs are in $JOURNEY_CACHE/images/logs",
+            args.join(" ")
         );
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! (`journey-stack check-ledger`, the end of `make test`) can prove none of it is left.
 //!
 //! Lines: `<pid> <starttime> <name>` for a process; `<kind> <value>` for a resource, kind one of
-//! `root`, `netdev`, `netns`, `cgroup`, `sysctl`. `JOURNEY_PID_LEDGER` names the file (the Makefile gives
+//! `root`, `dir`, `netdev`, `netns`, `cgroup`, `sysctl`. `JOURNEY_PID_LEDGER` names the file (the Makefile gives
 //! each `make test` run its own); the default lives in the system temp dir.
 
 use std::fs::OpenOptions;
@@ -44,6 +44,9 @@ pub enum Resource {
     /// A directory tree: nothing may stay mounted under it and no process may name it on its
     /// command line (daemons and their shims are started with paths under their root).
     Root(PathBuf),
+    /// A directory the harness made outside its temp dirs, which must be gone again (a
+    /// bind-mount source Docker would otherwise create on the host, e.g. `/lib/modules`).
+    Dir(PathBuf),
     /// A network device in the host's namespace.
     NetDev(String),
     /// A named network namespace (`/run/netns/<name>`).
@@ -58,6 +61,7 @@ impl Resource {
     fn line(&self) -> String {
         match self {
             Resource::Root(p) => format!("root {}", p.display()),
+            Resource::Dir(p) => format!("dir {}", p.display()),
             Resource::NetDev(n) => format!("netdev {n}"),
             Resource::NetNs(n) => format!("netns {n}"),
             Resource::Cgroup(p) => format!("cgroup {}", p.display()),
@@ -69,6 +73,7 @@ impl Resource {
         let (kind, value) = line.split_once(' ')?;
         Some(match kind {
             "root" => Resource::Root(value.into()),
+            "dir" => Resource::Dir(value.into()),
             "netdev" => Resource::NetDev(value.into()),
             "netns" => Resource::NetNs(value.into()),
             "cgroup" => Resource::Cgroup(value.into()),
@@ -94,6 +99,9 @@ impl Resource {
                         .map(|(pid, cmd)| format!("pid {pid} is still running: {cmd}")),
                 );
                 out
+            }
+            Resource::Dir(p) if p.exists() => {
+                vec![format!("directory {} still exists", p.display())]
             }
             Resource::NetDev(n) if Path::new("/sys/class/net").join(n).exists() => {
                 vec![format!("network device {n} still exists")]
@@ -125,6 +133,9 @@ impl Resource {
             Resource::Root(root) => {
                 host::kill_processes_naming(root);
                 host::unmount_all_under(root).map_err(|e| format!("{e:#}"))
+            }
+            Resource::Dir(p) if p.exists() => {
+                std::fs::remove_dir(p).map_err(|e| format!("removing {}: {e}", p.display()))
             }
             Resource::NetNs(n) if Path::new("/run/netns").join(n).exists() => {
                 host::ip(&["netns", "delete", n]).map_err(|e| format!("{e:#}"))
@@ -231,6 +242,7 @@ mod tests {
     fn resources_round_trip_through_their_ledger_lines() {
         for r in [
             Resource::Root("/tmp/journey-x y".into()),
+            Resource::Dir("/lib/modules".into()),
             Resource::NetDev("jny0".into()),
             Resource::NetNs("journey-node-1".into()),
             Resource::Cgroup("/sys/fs/cgroup/memory/journey".into()),

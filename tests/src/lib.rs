@@ -7,9 +7,10 @@
 //! - [`ledger`]: every process and host resource the harness creates, for the teardown proof;
 //!   [`host`]: the mounts and processes it inspects.
 //! - [`docker`]: a private Docker daemon (its own socket, exec root and data root) for the image
-//!   and real-node tests.
-//! - [`node`]: a real Kubernetes node (containerd, kubelet, kube-proxy, CoreDNS in a network
-//!   namespace) joined to a control plane: pods with real containers.
+//!   and kind tests; [`runc_bounds`]: the runtime it starts containers with.
+//! - [`kind`]: a real kind cluster on that daemon, created by the `kind` CLI.
+//! - [`kube`]: kubectl, Helm and port-forwards against a cluster (the control plane or kind).
+//! - [`load`]: a load of POSTs that notes every acked message.
 //! - [`registry`]: a local OCI registry, as kind's local-registry guide runs one.
 //! - [`tools`]: where `scripts/install-tools.sh` put each tool.
 //! - [`stack`]: Kafka (KRaft), the OpenTelemetry Collector and Zipkin, each with a readiness
@@ -28,10 +29,13 @@ pub mod chart;
 pub mod controlplane;
 pub mod docker;
 pub mod host;
+pub mod kind;
+pub mod kube;
 pub mod ledger;
-pub mod node;
+pub mod load;
 pub mod process;
 pub mod registry;
+pub mod runc_bounds;
 pub mod runner;
 pub mod services;
 pub mod stack;

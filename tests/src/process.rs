@@ -295,8 +295,61 @@ pub fn run_to_end(
     logs_dir: &Path,
     timeout: Duration,
 ) -> Result<(std::process::ExitStatus, String)> {
+    run_watched(name, cmd, logs_dir, timeout, false)
+}
+
+/// [`run_to_end`], printing every line the command writes as it comes (`[harness] <name>:
+/// <line>`): for long steps whose own output is their progress (`kind create cluster`, a
+/// progress-printing install script). With `TEST_LOG=1` the lines are streamed already.
+pub fn run_showing(
+    name: &str,
+    cmd: Command,
+    logs_dir: &Path,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, String)> {
+    run_watched(name, cmd, logs_dir, timeout, true)
+}
+
+fn run_watched(
+    name: &str,
+    cmd: Command,
+    logs_dir: &Path,
+    timeout: Duration,
+    show: bool,
+) -> Result<(std::process::ExitStatus, String)> {
     let mut p = Managed::spawn(name, cmd, logs_dir, Duration::from_secs(2))?;
-    let status = p.wait_exit(timeout);
+    let show = show && std::env::var_os("TEST_LOG").is_none_or(|v| v == "0");
+    let started = std::time::Instant::now();
+    let mut shown = 0usize;
+    // Prints the lines of `text` after `shown` (the last one only when `all`: it may be partial).
+    let mut print = |text: &str, all: bool| {
+        let upto = if all {
+            text.len()
+        } else {
+            text.rfind('\n').map_or(shown, |i| i + 1)
+        };
+        if show && upto > shown {
+            for line in text[shown..upto].lines().filter(|l| !l.trim().is_empty()) {
+                crate::say!("{name}: {}", line.trim_end());
+            }
+        }
+        shown = shown.max(upto);
+    };
+    let status = loop {
+        let exited = p.try_exit();
+        if exited.is_some() {
+            p.join_pumps();
+        }
+        let text = std::fs::read_to_string(p.log_path()).unwrap_or_default();
+        print(&text, exited.is_some());
+        if let Some(status) = exited {
+            break Ok(status);
+        }
+        if started.elapsed() > timeout {
+            break Err(anyhow::anyhow!("{name} did not exit within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(if show { 500 } else { 50 }));
+    };
     let output = std::fs::read_to_string(p.log_path()).unwrap_or_default();
     match status {
         Ok(status) => Ok((status, output)),

@@ -92,6 +92,26 @@ impl ZipkinApi {
         Ok(resp.json().await?)
     }
 
+    /// The traces of `trace_ids` Zipkin knows (`/api/v2/traceMany`, which wants two ids at
+    /// least: one goes to `/api/v2/trace`), each a list of spans.
+    pub async fn trace_many(&self, trace_ids: &[&str]) -> Result<Vec<Vec<Span>>> {
+        if let [one] = trace_ids {
+            return Ok(self.trace(one).await?.into_iter().collect());
+        }
+        let url = format!("{}/api/v2/traceMany", self.base);
+        let ids = trace_ids.join(",");
+        let resp = self
+            .http
+            .get(&url)
+            .query(&[("traceIds", ids.as_str())])
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("zipkin: GET {url} answered {}", resp.status());
+        }
+        Ok(resp.json().await?)
+    }
+
     /// Dependency links over the last `lookback`.
     pub async fn dependencies(&self, lookback: Duration) -> Result<Vec<Link>> {
         let end = std::time::SystemTime::now()

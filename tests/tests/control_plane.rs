@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use journey_tests::controlplane::{ControlPlane, FAKE_NODE};
+use journey_tests::kube::Kube;
 use journey_tests::ledger::{LedgerEntry, is_alive, ledger_entries};
 use journey_tests::process::wait_until;
 use journey_tests::runner::{self, block_on};

@@ -1,14 +1,13 @@
 //! The container images, built and run for real on a private Docker daemon.
 //!
 //! Setup runs `scripts/images.sh local` (the base images from Debian packages, stand-ins for the
-//! chart's third-party images, the pause image, then the project's Dockerfile on the local
-//! bases), then deploys the chart's pods as containers on one Docker network: each container
+//! chart's third-party images, then the project's Dockerfile on the local bases), then deploys the chart's pods as containers on one Docker network: each container
 //! with exactly what `helm template` renders for it — image, command and args, environment
 //! (downward-API values filled in), user and groups, read-only root file system, dropped
 //! capabilities, no privilege escalation, memory limit, emptyDir volumes as tmpfs owned by the
 //! pod's user, ConfigMaps as read-only files, Service names as network aliases. What needs an
 //! API server is left out and said where (the init container does not wait for workloads; the
-//! Collector runs its base config without the Kubernetes overlay): the real-node tests run the
+//! Collector runs its base config without the Kubernetes overlay): the kind tests run the
 //! chart whole.
 
 use std::collections::BTreeMap;
@@ -864,8 +863,6 @@ fn a_changed_service_rebuilds_only_its_own_image(f: &Images) -> Result<()> {
         .env("DOCKER_HOST", api.host())
         .env("DOCKER", api.client())
         .env("JOURNEY_TAG", tag)
-        .env("RUST_IMAGE", "journey-local/rust:1.95-bookworm")
-        .env("RUNTIME_IMAGE", "journey-local/cc-debian12:nonroot")
         .status()?;
     ensure!(
         status.success(),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use journey_tests::controlplane::{ControlPlane, FAKE_NODE, kubeconfig_yaml};
+use journey_tests::kube::Kube;
 use journey_tests::runner::{self, block_on};
 use journey_tests::services::bin;
 use journey_tests::tools::Tools;

@@ -1,7 +1,8 @@
-//! The kind workflow (`.github/workflows/kind.yaml`) cannot run here (kind needs its node image,
-//! which no registry here serves): it is checked instead. actionlint reads the workflow (with
-//! shellcheck on its `run:` scripts); shellcheck reads every script the workflow and the tests
-//! share; and the workflow must run exactly the cluster scripts the real-node tests run.
+//! The kind workflow (`.github/workflows/kind.yaml`) runs only on GitHub; here the kind tests
+//! run the same commands on a real kind cluster, and the workflow is checked: actionlint reads
+//! it (with shellcheck on its `run:` scripts); shellcheck reads every script the workflow and the
+//! tests share; and the workflow must pin the kind the tests run and run the commands and
+//! cluster scripts they run.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +19,7 @@ fn main() -> std::process::ExitCode {
         tests![
             the_workflows_pass_actionlint_with_shellcheck,
             every_script_the_workflow_and_the_tests_run_passes_shellcheck,
-            the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run,
+            the_kind_workflow_pins_the_tested_kind_and_runs_what_the_kind_tests_run,
         ],
     )
 }
@@ -84,9 +85,32 @@ fn every_script_the_workflow_and_the_tests_run_passes_shellcheck(_: &()) -> Resu
     Ok(())
 }
 
-fn the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run(_: &()) -> Result<()> {
+fn the_kind_workflow_pins_the_tested_kind_and_runs_what_the_kind_tests_run(_: &()) -> Result<()> {
     let workflow = std::fs::read_to_string(repo_root().join(".github/workflows/kind.yaml"))?;
-    let tests = std::fs::read_to_string(repo_root().join("tests/tests/real_node.rs"))?;
+    let versions = std::fs::read_to_string(repo_root().join("tools/versions.env"))?;
+    let kind = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("KIND_VERSION="))
+        .context("no KIND_VERSION in tools/versions.env")?;
+    ensure!(
+        workflow.contains(&format!("go install sigs.k8s.io/kind@v{kind}")),
+        "the kind workflow does not install the kind the tests run (v{kind})"
+    );
+    let dir = repo_root().join("tests/tests/kind");
+    let mut tests = String::new();
+    for entry in std::fs::read_dir(&dir)? {
+        tests.push_str(&std::fs::read_to_string(entry?.path())?);
+    }
+    for line in [
+        "kind create cluster --config k8s/kind.yaml",
+        "kind load docker-image journey/producer:0.1.0 journey/consumer:0.1.0 journey/journeyctl:0.1.0 --name journey",
+    ] {
+        ensure!(
+            workflow.contains(line),
+            "the kind workflow does not run `{line}`"
+        );
+        ensure!(tests.contains(line), "the kind tests do not run `{line}`");
+    }
     for script in ["install.sh", "journey.sh", "screenshot.sh"] {
         ensure!(
             workflow.contains(&format!("scripts/cluster/{script}")),
@@ -95,7 +119,7 @@ fn the_kind_workflow_runs_the_cluster_scripts_the_real_node_tests_run(_: &()) ->
         ensure!(
             tests.contains(&format!("\"{script}\""))
                 || tests.contains(&format!("cluster/{script}")),
-            "the real-node tests do not run scripts/cluster/{script}"
+            "the kind tests do not run scripts/cluster/{script}"
         );
     }
     ensure!(

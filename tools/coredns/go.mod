@@ -1,12 +1,12 @@
-// Go module for the CoreDNS of Journey's real Kubernetes node: a main with only the plugins
-// the node's Corefile uses. Built by scripts/tools/node.sh; the coredns version must match
+// Go module for the CoreDNS of Journey's kind node image: a main with only the plugins
+// kubeadm's Corefile uses. Built by scripts/tools/node.sh; the coredns version must match
 // COREDNS_VERSION in tools/versions.env. To bump: edit both, then here
 //   go get github.com/coredns/coredns@vX && go mod tidy
 module journey/tools/coredns
 
 go 1.26.0
 
-require github.com/coredns/coredns v1.15.0
+require github.com/coredns/coredns v1.14.6
 
 require (
 	github.com/apparentlymart/go-cidr v1.1.1 // indirect
@@ -62,6 +62,7 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	go.uber.org/automaxprocs v1.6.0 // indirect
+	go.uber.org/mock v0.6.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.57.0 // indirect

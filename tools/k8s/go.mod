@@ -1,7 +1,8 @@
 // Go tools module for the local Kubernetes control plane the Journey tests run (etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok), built by
-// scripts/tools/controlplane.sh, and for the real node's kubelet and kube-proxy, built by
-// scripts/tools/node.sh. Versions must match tools/versions.env.
+// scripts/tools/controlplane.sh, and for the kind node's kubeadm, kubelet and kube-proxy, built
+// by scripts/tools/node.sh (scripts/kind-node.sh puts the control plane's binaries in the node
+// image too). Versions must match tools/versions.env.
 module journey/tools/k8s
 
 go 1.26.0
@@ -67,6 +68,8 @@ require (
 	github.com/containerd/containerd/api v1.11.1 // indirect
 	github.com/containerd/log v0.1.0 // indirect
 	github.com/containerd/ttrpc v1.2.9 // indirect
+	github.com/coredns/caddy v1.1.1 // indirect
+	github.com/coredns/corefile-migration v1.0.34 // indirect
 	github.com/coreos/go-oidc v2.5.0+incompatible // indirect
 	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
@@ -242,6 +245,7 @@ require (
 	k8s.io/mount-utils v0.0.0 // indirect
 	k8s.io/pod-security-admission v0.0.0 // indirect
 	k8s.io/streaming v0.37.2 // indirect
+	k8s.io/system-validators v1.12.1 // indirect
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd // indirect
 	sigs.k8s.io/apiserver-network-proxy/konnectivity-client v0.36.0 // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
@@ -260,6 +264,7 @@ tool (
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-proxy
 	k8s.io/kubernetes/cmd/kube-scheduler
+	k8s.io/kubernetes/cmd/kubeadm
 	k8s.io/kubernetes/cmd/kubectl
 	k8s.io/kubernetes/cmd/kubelet
 	sigs.k8s.io/kwok/cmd/kwok

@@ -4,8 +4,9 @@
 //!   the chart's topics, starts producer, relay and sink, POSTs a few messages, prints each
 //!   trace id with its Zipkin UI link and the journey as `journeyctl journey` shows it, then
 //!   stays up until Ctrl-C. `--once` also runs `journeyctl verify` and exits 0 (PASS) or 1.
-//! - `journey-stack images [local|journey|bases|standins]` (`make images`): starts the private
-//!   dockerd, runs `scripts/images.sh` against it, stops it.
+//! - `journey-stack images [local|journey|bases|standins|kind-node]` (`make images`, `make
+//!   kind-node`): starts the private dockerd, runs `scripts/images.sh` against it (`kind-node`:
+//!   `scripts/kind-node.sh`, kind's node image), stops it.
 //! - `journey-stack clean-ledger`: after a run killed before its teardown, kills and removes
 //!   what the ledger lists as left (`make clean-ledger`).
 //! - `journey-stack check-ledger`: proves that nothing the harness recorded in the ledger is
@@ -55,7 +56,10 @@ fn main() -> ExitCode {
 
 async fn images(mode: &str) -> Result<()> {
     let docker = Docker::start().await?;
-    docker.api().build_images(mode)
+    match mode {
+        "kind-node" => docker.api().run_script("scripts/kind-node.sh", &[]),
+        _ => docker.api().build_images(mode),
+    }
 }
 
 /// After a test run that was killed before its teardown: stops what it left and removes it.

@@ -62,7 +62,10 @@ use security::{
     every_pod_meets_pod_security_restricted_and_has_resources_and_probes,
     journeyctl_may_only_get_list_and_watch_workloads_and_pods_and_only_it_holds_the_token,
 };
-use skaffold::skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart;
+use skaffold::{
+    skaffold_render_is_what_helm_template_renders_with_the_same_values,
+    skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart,
+};
 
 fn main() -> std::process::ExitCode {
     runner::main(
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
             the_k8s_manifests_are_what_render_k8s_renders_now,
             the_chart_readme_is_what_helm_docs_generates_from_values_yaml_now,
             skaffold_yaml_matches_skaffolds_schema_the_dockerfile_and_the_chart,
+            skaffold_render_is_what_helm_template_renders_with_the_same_values,
             the_dockerfile_builds_every_binary_locked_into_nonroot_distroless_stages,
         ],
     )

@@ -314,3 +314,107 @@ fn apply_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) -> Result
     }
     Ok(())
 }
+
+/// `skaffold render` (offline, with the tags its tagger computes; nothing is built and no
+/// cluster is asked) gives exactly what `helm template` gives with the same image values.
+pub(crate) fn skaffold_render_is_what_helm_template_renders_with_the_same_values(
+    _: &(),
+) -> Result<()> {
+    let tools = Tools::load()?;
+    // skaffold 2.16 drives Helm 3 (it asks `helm version --client`, which Helm 4 dropped); its
+    // state stays out of the user's home.
+    let home = tempfile::Builder::new()
+        .prefix("journey-skaffold-")
+        .tempdir()?;
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::os::unix::fs::symlink(tools.path("HELM3", "helm")?, bin.join("helm"))?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(tools.path("SKAFFOLD", "skaffold")?)
+        .args([
+            "render",
+            "--digest-source=tag",
+            "--offline=true",
+            "--loud=false",
+        ])
+        .current_dir(repo_root())
+        .env("PATH", path)
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .env("SKAFFOLD_UPDATE_CHECK", "false")
+        .env("SKAFFOLD_INTERACTIVE", "false")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "skaffold render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = journey_tests::chart::parse_docs(&String::from_utf8_lossy(&out.stdout))
+        .context("skaffold render's output")?;
+    let key = |d: &yaml_serde::Value| {
+        format!(
+            "{}/{}",
+            journey_tests::chart::kind_of(d),
+            journey_tests::chart::name_of(d)
+        )
+    };
+    // The image values skaffold set, read back from what it rendered.
+    let image_of = |name: &str, list: &str| -> Result<(String, String)> {
+        let d = rendered
+            .iter()
+            .find(|d| key(d) == format!("Deployment/{name}"))
+            .with_context(|| format!("skaffold rendered no Deployment {name}"))?;
+        let image = d["spec"]["template"]["spec"][list][0]["image"]
+            .as_str()
+            .unwrap_or("");
+        let (repo, tag) = image.rsplit_once(':').context("an image without a tag")?;
+        Ok((repo.to_string(), tag.to_string()))
+    };
+    let (p_repo, p_tag) = image_of("journey-producer", "containers")?;
+    let (c_repo, c_tag) = image_of("journey-relay", "containers")?;
+    let (j_repo, j_tag) = image_of("journey-relay", "initContainers")?;
+    ensure!(
+        p_repo == "journey/producer"
+            && c_repo == "journey/consumer"
+            && j_repo == "journey/journeyctl",
+        "skaffold rendered the images {p_repo}, {c_repo}, {j_repo}"
+    );
+    let sets = [
+        format!("producer.image.repository={p_repo}"),
+        format!("producer.image.tag={p_tag}"),
+        format!("relay.image.repository={c_repo}"),
+        format!("relay.image.tag={c_tag}"),
+        format!("sink.image.repository={c_repo}"),
+        format!("sink.image.tag={c_tag}"),
+        format!("journeyctl.image.repository={j_repo}"),
+        format!("journeyctl.image.tag={j_tag}"),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let helm = render(&[], &sets)?;
+    // Compared as data (skaffold writes keys in another order).
+    let mut a: Vec<(String, &yaml_serde::Value)> = rendered.iter().map(|d| (key(d), d)).collect();
+    let mut b: Vec<(String, &yaml_serde::Value)> = helm.iter().map(|d| (key(d), d)).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    let names =
+        |v: &[(String, &yaml_serde::Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    ensure!(
+        names(&a) == names(&b),
+        "skaffold render and helm template render different objects:\n{:?}\n{:?}",
+        names(&a),
+        names(&b)
+    );
+    for ((k, x), (_, y)) in a.iter().zip(&b) {
+        ensure!(
+            x == y,
+            "{k} differs:\nskaffold render:\n{}\nhelm template:\n{}",
+            yaml_serde::to_string(x).unwrap_or_default(),
+            yaml_serde::to_string(y).unwrap_or_default()
+        );
+    }
+    Ok(())
+}

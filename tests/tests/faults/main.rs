@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use hostile::hostile_records_are_forwarded_or_dead_lettered_and_the_relay_keeps_going;
+use journey_tests::load::{Ack, Load, Outcome, lock};
 use journey_tests::runner::{self, Fixture, block_on};
 use journey_tests::services::{
     Answer, JOURNEY_SPANS, Journey, SERVICE_READY_TIMEOUT, Service, TRACE_TIMEOUT, find_span,
@@ -22,7 +23,7 @@ use journey_tests::services::{
 };
 use journey_tests::stack::{Component, Stack};
 use journey_tests::{say, tests};
-use load::{Ack, Load, Marks, Outcome, Tally, lock, settle};
+use load::{Marks, Tally, settle};
 use report::Row;
 use serde_json::json;
 use tokio::time::sleep;
@@ -147,7 +148,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Outcome, Vec<T>)> {
         let (j, run, steady) = (&mut *self.j, &self.id, self.f.mode.steady);
         block_on(async {
-            let load = Load::start(&j.producer, run, EVERY);
+            let load = Load::start(&j.producer.url(), run, EVERY);
             let mut out = Vec::new();
             for cycle in 1..=cycles {
                 sleep(steady).await;

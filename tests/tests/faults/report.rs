@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 
 use crate::Mode;
-use crate::load::{Outcome, Tally, lock};
+use crate::load::Tally;
+use journey_tests::load::{Outcome, lock};
 
 /// One fault survived (or not).
 #[derive(Debug, Clone)]

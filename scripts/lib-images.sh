@@ -8,9 +8,12 @@ export DOCKER_BUILDKIT=1
 : "${DOCKER_BUILD_NETWORK:=host}"
 
 # The local bases (names of our own; the third-party stand-ins use the chart's names, from
-# values.yaml; kind's images use kind's and kubeadm's names).
+# values.yaml; kind's images use kind's and kubeadm's names). Read by the sourcing scripts.
+# shellcheck disable=SC2034
 RUST_BASE="journey-local/rust:${RUST_VERSION%.*}-bookworm"
+# shellcheck disable=SC2034
 RUNTIME_BASE="journey-local/cc-debian12:nonroot"
+# shellcheck disable=SC2034
 JRE_BASE="journey-local/jre:17-bookworm"
 
 IMAGES_DIR="${JOURNEY_ROOT}/tools/images"

@@ -192,6 +192,50 @@ impl KindCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The address of the host on the kind network (its bridge's), which the nodes reach.
+    pub fn gateway(&self) -> Result<std::net::IpAddr> {
+        let out = self
+            .user_command("docker")?
+            .args([
+                "network",
+                "inspect",
+                NETWORK,
+                "--format",
+                "{{(index .IPAM.Config 0).Gateway}}",
+            ])
+            .output()
+            .context("docker network inspect")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .with_context(|| format!("the {NETWORK} network's gateway: {text:?}"))
+    }
+
+    /// Tells the node's containerd that images named `host/...` come from `endpoint` (plain
+    /// HTTP), as kind's local-registry guide does: a `hosts.toml` under
+    /// `/etc/containerd/certs.d/<host>/` (containerd 2 reads that directory by default, on
+    /// every pull).
+    pub fn trust_registry(&self, host: &str, endpoint: &str) -> Result<()> {
+        let dir = format!("/etc/containerd/certs.d/{host}");
+        self.node_exec(&["mkdir", "-p", &dir])?;
+        let toml = format!("[host.\"{endpoint}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+        let mut cmd = self.user_command("docker")?;
+        cmd.args(["exec", "-i", &self.node(), "sh", "-c"])
+            .arg(format!("cat > {dir}/hosts.toml"))
+            .stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().context("docker exec")?;
+        std::io::Write::write_all(
+            &mut child.stdin.take().context("docker exec stdin")?,
+            toml.as_bytes(),
+        )?;
+        let status = child.wait()?;
+        ensure!(
+            status.success(),
+            "writing {dir}/hosts.toml in the node failed ({status})"
+        );
+        Ok(())
+    }
+
     /// The ids of the containers (running or not) of pods in `namespace`, from the node's
     /// containerd (`crictl ps -a`).
     pub fn containers_in(&self, namespace: &str) -> Result<Vec<String>> {

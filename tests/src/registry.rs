@@ -1,8 +1,8 @@
 //! A local OCI registry (distribution's `registry`, `scripts/install-tools.sh registry`) on
 //! 127.0.0.1, as kind's local-registry guide runs one on localhost:5001: docker (and skaffold)
-//! push to `localhost:<port>`; a real node reaches it through an address of its own
-//! ([`Registry::expose_on`], the node's gateway), which its containerd is told about in a
-//! `hosts.toml` ([`crate::node::Node::trust_registry`]).
+//! push to `localhost:<port>`; a kind node reaches it through an address of the host's
+//! ([`Registry::expose_on`], the kind network's gateway), which its containerd is told about in
+//! a `hosts.toml` ([`crate::kind::KindCluster::trust_registry`]).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};

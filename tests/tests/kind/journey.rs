@@ -202,9 +202,12 @@ pub fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &Kind) 
         // A POST right away is answered within the producer's message timeout (30 s in the
         // chart): 503 when Kafka did not come back in time, 202 when it did (the message was
         // kept and sent) — never a hang. Meanwhile the producer's readiness (a Kafka metadata
-        // request) drops.
+        // request) drops: asked directly, as the kubelet's probe asks (the probe itself may miss
+        // a Kafka pod back within a few seconds).
         let started = Instant::now();
         let messages_url = format!("{}/messages", producer.url());
+        let readyz = format!("{}/readyz", producer.url());
+        let http = reqwest::Client::new();
         let (answer, unready) = tokio::join!(
             post_within(
                 &messages_url,
@@ -214,11 +217,16 @@ pub fn deleting_the_kafka_pod_drops_readiness_then_the_stack_recovers(f: &Kind) 
                 Duration::from_secs(45),
             ),
             wait_until(
-                "kind: the producer pod turns unready",
+                "kind: the producer's /readyz answers 503",
                 Duration::from_secs(120),
                 || async {
-                    let pods = f.pods()?;
-                    Ok(pods.iter().any(|p| component(p) == "producer" && !ready(p)))
+                    let status = http
+                        .get(&readyz)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await?
+                        .status();
+                    Ok(status == 503)
                 }
             )
         );

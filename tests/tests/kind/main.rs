@@ -11,7 +11,8 @@
 //!
 //! The tests run in order, each building on the cluster the earlier ones left: the installed
 //! release, its network policies, faults, its uninstall; then `skaffold dev`, Kafka on a
-//! local-path volume, and three brokers, each in a release of its own.
+//! local-path volume, three brokers, and skaffold's `local` profile, each in a release of its
+//! own.
 
 mod install;
 mod journey;
@@ -51,7 +52,10 @@ use policy::{
     without_the_policies_the_other_apps_pod_reaches_every_port,
 };
 use serde_json::Value;
-use skaffold::skaffold_dev_rolls_only_the_edited_producer_and_ctrl_c_removes_the_release;
+use skaffold::{
+    skaffold_dev_rolls_only_the_edited_producer_and_ctrl_c_removes_the_release,
+    skaffold_run_with_the_local_profile_pushes_to_a_registry_the_node_pulls_from,
+};
 use storage::{
     helm_uninstall_keeps_kafkas_volume_claims_until_they_are_deleted,
     kafka_on_a_local_path_volume_loses_no_acked_message_when_its_pod_is_deleted,
@@ -80,6 +84,10 @@ fn main() -> std::process::ExitCode {
             kafka_on_a_local_path_volume_loses_no_acked_message_when_its_pod_is_deleted,
             helm_uninstall_keeps_kafkas_volume_claims_until_they_are_deleted,
             the_three_broker_values_form_a_three_voter_quorum_on_local_path_volumes,
+            // Last: once the kubelet (1.35+) has pulled an image from a registry, it verifies by
+            // a pull every pod that names the same image otherwise (`kind load`ed
+            // journey/*:0.1.0), and that pull cannot succeed here.
+            skaffold_run_with_the_local_profile_pushes_to_a_registry_the_node_pulls_from,
         ],
     )
 }

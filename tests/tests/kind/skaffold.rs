@@ -4,6 +4,7 @@
 //! and the producer forwarded. An edit to the producer rebuilds and rolls the producer alone:
 //! Kafka, the relay and the sink keep their pods (same UIDs, no restarts), and a message sent
 //! before the edit and one after both make the whole journey. Ctrl-C removes the release.
+//! Then the `local` profile: pushed to a local registry the node pulls from.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use journey_tests::kube::Kube;
 use journey_tests::process::Managed;
+use journey_tests::registry::Registry;
 use journey_tests::runner::block_on;
 use journey_tests::say;
 use journey_tests::services::{JOURNEY_SPANS, TRACE_TIMEOUT, has_spans, post};
@@ -276,4 +278,98 @@ pub fn skaffold_dev_rolls_only_the_edited_producer_and_ctrl_c_removes_the_releas
         Duration::from_secs(120),
         || release_is_gone(f),
     )
+}
+
+/// skaffold's `local` profile as kind's local-registry guide sets it up: a registry on
+/// `localhost:<port>` (here distribution's, a process on this host, also served on the kind
+/// network's gateway) and the node's containerd told where that is; skaffold builds, pushes,
+/// deploys each image pinned by digest, the node pulls them, the journey completes; `skaffold
+/// delete` removes the release.
+pub fn skaffold_run_with_the_local_profile_pushes_to_a_registry_the_node_pulls_from(
+    f: &Kind,
+) -> Result<()> {
+    let mut registry = block_on(Registry::start())?;
+    let gateway = f.cluster.gateway()?;
+    registry.expose_on(gateway)?;
+    f.cluster.trust_registry(
+        &registry.host(),
+        &format!("http://{gateway}:{}", registry.port()),
+    )?;
+    let repo = registry.host();
+    let result = (|| -> Result<()> {
+        let args = [
+            "run",
+            "-p",
+            "local,host-network",
+            "--default-repo",
+            repo.as_str(),
+            "--port-forward=user",
+            "--tail=false",
+        ];
+        let started = Instant::now();
+        let mut run = Managed::spawn(
+            "skaffold-run",
+            skaffold(f, &journey_tests::repo_root(), &args)?,
+            &f.cluster.logs_path(),
+            Duration::from_secs(60),
+        )?;
+        let (producer, zipkin) = wait_forwards(&mut run)?;
+        say!(
+            "skaffold run -p local: built, pushed, deployed and forwarded in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        block_on(journey_through(producer, zipkin, "skaffold-run-local"))?;
+        // skaffold flattens the image names under the default repo (journey/producer →
+        // journey_producer) and pins each by digest.
+        let catalog = block_on(registry.catalog())?;
+        for image in ["journey_producer", "journey_consumer", "journey_journeyctl"] {
+            ensure!(
+                catalog.iter().any(|r| r == image),
+                "{image} was not pushed to the registry: {catalog:?}"
+            );
+        }
+        let deployed = f.cluster.kubectl_ok([
+            "get",
+            "deployment",
+            "-n",
+            NAMESPACE,
+            &format!("{RELEASE}-producer"),
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])?;
+        ensure!(
+            deployed.starts_with(&format!("{repo}/journey_producer@sha256:")),
+            "the producer runs {deployed}, not the pushed image by digest"
+        );
+        run.signal(libc::SIGINT)?;
+        run.wait_exit(Duration::from_secs(60))?;
+        let delete = skaffold(f, &journey_tests::repo_root(), &["delete"])?;
+        let (status, out) = journey_tests::process::run_to_end(
+            "skaffold-delete",
+            delete,
+            &f.cluster.logs_path(),
+            Duration::from_secs(300),
+        )?;
+        ensure!(status.success(), "skaffold delete failed:\n{out}");
+        eventually(
+            "skaffold delete: the release is gone",
+            Duration::from_secs(120),
+            || release_is_gone(f),
+        )
+    })();
+    // The images skaffold tagged for this registry (a new port each run) go too.
+    let refs = f.docker.api().run(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        &format!("reference={repo}/*"),
+    ])?;
+    if !refs.is_empty() {
+        let mut args = vec!["image", "rm", "--force"];
+        args.extend(refs.lines());
+        f.docker.api().run(&args)?;
+    }
+    result
 }

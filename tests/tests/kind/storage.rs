@@ -252,8 +252,14 @@ pub fn helm_uninstall_keeps_kafkas_volume_claims_until_they_are_deleted(f: &Kind
             Ok(!out.status.success())
         },
     )?;
-    f.cluster
-        .kubectl_ok(["delete", "namespace", PV_NAMESPACE, "--wait=false"])?;
+    // Gone before the next release asks for the node's CPU.
+    f.cluster.kubectl_ok([
+        "delete",
+        "namespace",
+        PV_NAMESPACE,
+        "--wait=true",
+        "--timeout=180s",
+    ])?;
     Ok(())
 }
 

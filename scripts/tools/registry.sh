@@ -1,6 +1,6 @@
 # The `registry` binary of CNCF Distribution (the OCI registry server behind the `registry`
 # image), built from its Go module with `go install` (its go.mod has no replace directives; no
-# prebuilt binary is reachable here). A local plain-HTTP registry for images the real node pulls.
+# prebuilt binary is reachable here). A local plain-HTTP registry the kind node pulls from.
 #
 #   registry-$REGISTRY_VERSION/bin/registry
 #

@@ -572,6 +572,19 @@ fn requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing
             a.status,
             a.body
         );
+        // A refused upload as large as MAX_BODY_BYTES allows still reads its 503, not a
+        // connection reset mid-body (several at once, as an overloaded client sends them).
+        let large = serde_json::to_vec(&json!({"payload": "z".repeat(1_000_000)}))?;
+        let refused = (0..4).map(|_| post(&messages, Some("application/json"), large.clone(), &[]));
+        for a in futures::future::join_all(refused).await {
+            let a = a.context("a refused 1 MB upload must be answered, not reset")?;
+            ensure!(
+                a.status == 503 && a.str("error") == Some("overloaded"),
+                "a refused 1 MB upload: {} {}",
+                a.status,
+                a.body
+            );
+        }
         // Each slow upload is answered 408 once REQUEST_BODY_TIMEOUT has passed.
         for conn in &mut slow {
             let (status, body) = answer_of(conn).await?;

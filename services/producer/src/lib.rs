@@ -39,6 +39,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use error::{AppError, ErrorBody};
+use futures::StreamExt as _;
 use idempotence::ProducerContext;
 use input::Message;
 use journey_messaging::{KafkaArgs, KafkaEndpoint, Outgoing, Sent, health};
@@ -430,9 +431,16 @@ async fn limit_headers(
 struct Slots {
     free: Arc<tokio::sync::Semaphore>,
     total: usize,
+    /// What a refused request's body may still take to arrive (`MAX_BODY_BYTES`,
+    /// `REQUEST_BODY_TIMEOUT`).
+    body_bytes: usize,
+    body_timeout: Duration,
 }
 
-/// Answers 503 `overloaded` at once while `MAX_CONCURRENT_REQUESTS` requests are in progress.
+/// Answers 503 `overloaded` without queueing while `MAX_CONCURRENT_REQUESTS` requests are in
+/// progress. The refused request's body is read and dropped first (never held): a server that
+/// answers and closes while the client is still sending makes the kernel reset the connection,
+/// and the client sees a broken pipe instead of the 503 and its `Retry-After`.
 async fn admit(
     State(slots): State<Slots>,
     req: Request<Body>,
@@ -440,7 +448,32 @@ async fn admit(
 ) -> Response {
     match slots.free.try_acquire_owned() {
         Ok(_slot) => next.run(req).await,
-        Err(_) => AppError::Overloaded(slots.total).into_response(),
+        Err(_) => {
+            discard_body(req.into_body(), slots.body_bytes, slots.body_timeout).await;
+            AppError::Overloaded(slots.total).into_response()
+        }
+    }
+}
+
+/// Reads and drops up to `max_bytes` of `body` for at most `within`; past either the
+/// connection closes after the answer, as it would have anyway.
+async fn discard_body(body: Body, max_bytes: usize, within: Duration) {
+    let mut chunks = body.into_data_stream();
+    let mut read = 0usize;
+    let drained = tokio::time::timeout(within, async {
+        while let Some(chunk) = chunks.next().await {
+            read += chunk?.len();
+            if read > max_bytes {
+                break;
+            }
+        }
+        Ok::<_, axum::Error>(())
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, read, "a refused request's body broke off"),
+        Err(_elapsed) => tracing::debug!(read, "a refused request's body was still arriving"),
     }
 }
 
@@ -449,6 +482,8 @@ fn router(app: Shared, limits: Limits) -> Router {
     let slots = Slots {
         free: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
         total: limits.max_concurrent_requests,
+        body_bytes: limits.max_body_bytes,
+        body_timeout: limits.request_body_timeout,
     };
     let traced = Router::new()
         .route("/messages", post(post_message))

@@ -8,7 +8,7 @@ CARGO ?= cargo
 export JOURNEY_PID_LEDGER ?= $(CURDIR)/target/journey-harness-pids
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help tools build images kind-node test faults bench check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
+.PHONY: help tools build images kind-node test check faults bench check-ledger clean-ledger demo fmt lint k8s-manifests chart-readme
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,9 +25,16 @@ images: tools build ## Build all six images (local bases, stand-ins, Journey's) 
 kind-node: tools build ## Build kind's node image kindest/node:v<K8S_VERSION> offline, on the private dockerd
 	target/debug/journey-stack images kind-node
 
-test: tools build ## Every test tier (unit, local stack, chart, images, kind), timed, then the teardown proof
+# TIERS="stack chart" runs some tiers and installs only the tools they use.
+test: ## Every test tier (unit, local stack, chart, images, kind), timed, then the teardown proof
+	scripts/install-tools.sh $$(scripts/test.sh --tools $(TIERS))
+	$(MAKE) --no-print-directory build
 	@rm -f "$(JOURNEY_PID_LEDGER)"
 	scripts/test.sh $(TIERS)
+
+# The inner loop: what a change must pass before the tiers, with no tool installed.
+check: lint ## `make lint` and the unit tests: no tool installed, no stack started
+	scripts/test.sh unit
 
 # The long fault variants (tests/tests/faults/): a 45 s broker freeze, 30 s outages, three
 # cycles of each kill and scale; the figures go to docs/reliability.md.

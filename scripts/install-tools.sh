@@ -10,8 +10,15 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL=(apt kafka zipkin collector helm skaffold hadolint controlplane docker node kind browser registry actionlint)
-components=("$@")
-[ ${#components[@]} -gt 0 ] || components=("${ALL[@]}")
+# The named components (all when none is named), in ALL's order: apt and docker before what
+# builds with them, whatever order they were named in.
+for c in "$@"; do
+  [[ " ${ALL[*]} " == *" $c "* ]] || die "unknown component '${c}' (known: ${ALL[*]})"
+done
+components=()
+for c in "${ALL[@]}"; do
+  [ $# -eq 0 ] || [[ " $* " == *" $c "* ]] && components+=("$c")
+done
 
 # The toolchains the selected components build with (the README's prerequisites), checked
 # before any work so that a missing or too old one fails at once, naming what to install.
@@ -34,7 +41,6 @@ log "tool cache: ${JOURNEY_CACHE} (override with JOURNEY_CACHE)"
 total=$SECONDS
 for c in "${components[@]}"; do
   f="${JOURNEY_ROOT}/scripts/tools/${c}.sh"
-  [ -f "$f" ] || die "unknown component '${c}' (known: ${ALL[*]})"
   # shellcheck source=/dev/null
   . "$f"
   step "$c" "install_${c}"

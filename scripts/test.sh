@@ -3,8 +3,10 @@
 # teardown proof. A failing tier does not stop the later ones; the run fails at the end if any
 # tier failed, and the summary names it.
 #
-#   scripts/test.sh              every tier
-#   scripts/test.sh images node  only these tiers (names below)
+#   scripts/test.sh                      every tier
+#   scripts/test.sh images kind          only these tiers (names below)
+#   scripts/test.sh --tools stack chart  the tools these tiers need (scripts/install-tools.sh's
+#                                        names; none printed: every tool), for `make test TIERS=`
 #
 # Each integration test binary (tests/Cargo.toml [[test]]) belongs to exactly one tier: a binary
 # in none of them would never run, so that is an error.
@@ -21,6 +23,14 @@ declare -A TIERS=(
   [kind]="kind"
 )
 ORDER=(unit stack chart images kind)
+# The tools each tier's tests use (apt: the headers rdkafka builds with); "all" for every one.
+declare -A TOOLS=(
+  [unit]="apt"
+  [stack]="apt kafka zipkin collector"
+  [chart]="apt kafka collector helm skaffold hadolint controlplane actionlint"
+  [images]="all"
+  [kind]="all"
+)
 declare -A DESCRIBE=(
   [unit]="unit tests of every crate"
   [stack]="the local stack: Kafka, the Collector, Zipkin and the services as processes"
@@ -36,11 +46,22 @@ while read -r b; do
   [ -n "${seen[$b]:-}" ] || die "tests/Cargo.toml: test binary '$b' is in no tier of scripts/test.sh"
 done < <(awk '/^\[\[test\]\]/ {t=1; next} t && /^name *=/ {gsub(/[" ]/, "", $0); sub(/name=/, ""); print; t=0}' tests/Cargo.toml)
 
+list_tools=false
+if [ "${1:-}" = --tools ]; then list_tools=true; shift; fi
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${ORDER[@]}")
 for t in "${selected[@]}"; do
   [ -n "${TIERS[$t]+x}" ] || die "unknown tier '$t' (tiers: ${ORDER[*]})"
 done
+
+if $list_tools; then
+  declare -A wanted=()
+  for t in "${selected[@]}"; do for c in ${TOOLS[$t]}; do wanted[$c]=1; done; done
+  # Every tool: print nothing (install-tools.sh without names installs all of them).
+  [ -z "${wanted[all]:-}" ] || exit 0
+  printf '%s\n' "${!wanted[@]}" | sort
+  exit 0
+fi
 
 summary=()
 failed=()

@@ -519,6 +519,8 @@ fn requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing
     env.insert("MAX_BATCH_ITEMS".into(), "2".into());
     env.insert("MAX_CONCURRENT_REQUESTS".into(), "2".into());
     env.insert("REQUEST_BODY_TIMEOUT".into(), "2s".into());
+    // Bodies larger than the loopback's socket buffers take (below).
+    env.insert("MAX_BODY_BYTES".into(), (32 << 20).to_string());
     let mut producer = Service::spawn(&api.stack, "producer-limits", "producer", env)?;
     let addr = format!("127.0.0.1:{port}");
     block_on(async {
@@ -572,15 +574,16 @@ fn requests_over_a_limit_are_refused_at_once_with_their_reason_and_reach_nothing
             a.status,
             a.body
         );
-        // A refused upload as large as MAX_BODY_BYTES allows still reads its 503, not a
-        // connection reset mid-body (several at once, as an overloaded client sends them).
-        let large = serde_json::to_vec(&json!({"payload": "z".repeat(1_000_000)}))?;
+        // A refused upload larger than the socket buffers hold reads its 503, not a
+        // connection reset while it is still sending (several at once, as an overloaded
+        // client sends them).
+        let large = serde_json::to_vec(&json!({"payload": "z".repeat(16 << 20)}))?;
         let refused = (0..4).map(|_| post(&messages, Some("application/json"), large.clone(), &[]));
         for a in futures::future::join_all(refused).await {
-            let a = a.context("a refused 1 MB upload must be answered, not reset")?;
+            let a = a.context("a refused 16 MiB upload must be answered, not reset")?;
             ensure!(
                 a.status == 503 && a.str("error") == Some("overloaded"),
-                "a refused 1 MB upload: {} {}",
+                "a refused 16 MiB upload: {} {}",
                 a.status,
                 a.body
             );

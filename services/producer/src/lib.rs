@@ -11,8 +11,8 @@
 //! - Bad input never reaches Kafka: 400 (empty body, malformed JSON, invalid message), 408 (a
 //!   body slower than `REQUEST_BODY_TIMEOUT`), 413 (body over `MAX_BODY_BYTES`, too many batch
 //!   items), 415 (other, no or several content types). Kafka not acking within
-//!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503; more than `MAX_CONCURRENT_REQUESTS` at once: 503 at
-//!   once. Every error body is `{"error": "...", "reason": "..."}` ([`error::AppError`]).
+//!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503; more than `MAX_CONCURRENT_REQUESTS` at once: 503 without
+//!   queueing (the refused body read and dropped). Every error body is `{"error": "...", "reason": "..."}` ([`error::AppError`]).
 //! - `GET /healthz` (alive unless deliveries have been timing out, none acked, or readiness has
 //!   been failing, for longer than `KAFKA_STALL_TIMEOUT`: see [`stall`] and
 //!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers and the
@@ -81,7 +81,8 @@ pub struct Config {
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_items: u32,
     /// Most requests to `/messages` and `/messages/batch` served at once; more get 503
-    /// `overloaded` with `Retry-After` at once instead of queueing (memory stays bounded).
+    /// `overloaded` with `Retry-After` instead of queueing (memory stays bounded; the refused
+    /// body is read and dropped first, so that the client reads the answer).
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,

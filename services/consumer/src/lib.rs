@@ -703,7 +703,9 @@ pub async fn run(
             // Not while holding at the bound (at most PAUSE_AFTER; then the partitions are
             // paused and polling goes on): polling serves rebalances and keeps this consumer
             // in its group.
-            received = consumer.recv(), if hold_expires.is_none() => Some(received.map(|m| m.detach())),
+            received = consumer.recv(), if hold_expires.is_none() => {
+                Some(received.map(|m| m.detach()))
+            }
         };
         // Rebalances are served inside recv(): skip the revoked partitions' records before
         // dispatching anything that was received after the rebalance.

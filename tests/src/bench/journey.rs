@@ -160,10 +160,12 @@ pub async fn soak(stack: &Stack, rate: f64, duration: Duration) -> Result<SoakRo
             done = &mut run => break done?,
             _ = every.tick() => {
                 let s = soak_sample(stack, &lags, started, &baseline).await?;
+                let b = &s.backend;
                 say!(
-                    "bench: soak {:.0} s: zipkin {:.0} MiB (health {:.0} ms), collector {:.0} MiB, queue {}, shed {} spans, lag {}/{}",
-                    s.at_secs, s.backend.zipkin_rss_mib, s.zipkin_health_ms, s.backend.collector_rss_mib,
-                    s.backend.queue, s.backend.shed_spans, s.relay_lag, s.sink_lag
+                    "bench: soak {:.0} s: zipkin {:.0} MiB (health {:.0} ms), collector {:.0} MiB, \
+                     queue {}, shed {} spans, lag {}/{}",
+                    s.at_secs, b.zipkin_rss_mib, s.zipkin_health_ms, b.collector_rss_mib,
+                    b.queue, b.shed_spans, s.relay_lag, s.sink_lag
                 );
                 samples.push(s);
             }

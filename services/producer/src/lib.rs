@@ -12,7 +12,8 @@
 //!   body slower than `REQUEST_BODY_TIMEOUT`), 413 (body over `MAX_BODY_BYTES`, too many batch
 //!   items), 415 (other, no or several content types). Kafka not acking within
 //!   `KAFKA_MESSAGE_TIMEOUT_MS`: 503; more than `MAX_CONCURRENT_REQUESTS` at once: 503 without
-//!   queueing (the refused body read and dropped). Every error body is `{"error": "...", "reason": "..."}` ([`error::AppError`]).
+//!   queueing (the refused body read and dropped). Every error body is
+//!   `{"error": "...", "reason": "..."}` ([`error::AppError`]).
 //! - `GET /healthz` (alive unless deliveries have been timing out, none acked, or readiness has
 //!   been failing, for longer than `KAFKA_STALL_TIMEOUT`: see [`stall`] and
 //!   [`journey_messaging::health`]), `GET /readyz` (the topic's metadata answers and the
@@ -431,11 +432,9 @@ async fn limit_headers(
 #[derive(Clone)]
 struct Slots {
     free: Arc<tokio::sync::Semaphore>,
-    total: usize,
-    /// What a refused request's body may still take to arrive (`MAX_BODY_BYTES`,
-    /// `REQUEST_BODY_TIMEOUT`).
-    body_bytes: usize,
-    body_timeout: Duration,
+    /// `max_concurrent_requests` is the number of slots; a refused body may take up to
+    /// `max_body_bytes` and `request_body_timeout` to arrive.
+    limits: Limits,
 }
 
 /// Answers 503 `overloaded` without queueing while `MAX_CONCURRENT_REQUESTS` requests are in
@@ -450,8 +449,14 @@ async fn admit(
     match slots.free.try_acquire_owned() {
         Ok(_slot) => next.run(req).await,
         Err(_) => {
-            discard_body(req.into_body(), slots.body_bytes, slots.body_timeout).await;
-            AppError::Overloaded(slots.total).into_response()
+            let Limits {
+                max_body_bytes,
+                request_body_timeout,
+                max_concurrent_requests,
+                ..
+            } = slots.limits;
+            discard_body(req.into_body(), max_body_bytes, request_body_timeout).await;
+            AppError::Overloaded(max_concurrent_requests).into_response()
         }
     }
 }
@@ -482,9 +487,7 @@ fn router(app: Shared, limits: Limits) -> Router {
     let health = health::router(KafkaHealth(app.clone()), app.stall_timeout);
     let slots = Slots {
         free: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
-        total: limits.max_concurrent_requests,
-        body_bytes: limits.max_body_bytes,
-        body_timeout: limits.request_body_timeout,
+        limits,
     };
     let traced = Router::new()
         .route("/messages", post(post_message))
